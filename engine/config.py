@@ -1,0 +1,267 @@
+"""Server configuration: one frozen object built once at start-up, handed to every child.
+
+`load_config` reads a TOML file and refuses a bad one with a `ConfigError` that names the
+file, the key and what was expected. `ServerConfig.to_json` / `from_json` carry the same object
+into child processes through their spawn arguments; children never read files or the
+environment themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+import orjson
+
+INPUT_TYPE_ALIASES = {
+    "bytes": "bytes", "byte": "bytes", "b": "bytes",
+    "ints": "ints", "integers": "ints", "integer": "ints", "int": "ints", "i": "ints",
+    "floats": "floats", "float": "floats", "f": "floats",
+    "doubles": "doubles", "double": "doubles", "d": "doubles",
+    "strings": "strings", "string": "strings", "str": "strings", "strs": "strings", "s": "strings",
+}  # fmt: skip
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_VERSION = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names where and what was expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    version: str
+    entry_point: str
+    input_type: str
+    input_shape: tuple[int, ...]
+    max_batch_size: int = 64
+    replicas: int = 1
+    device: str = "cpu"
+    output_slot_nbytes: int = 4 * MIB
+    init_args: dict = field(default_factory=dict)  # keyword arguments for the model class
+
+    @property
+    def input_width(self) -> int:
+        return math.prod(self.input_shape) if self.input_shape else 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    name: str
+    input_type: str
+    input_shape: tuple[int, ...]
+    latency_slo_micros: int
+    default_output: str
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    models: tuple[ModelConfig, ...]
+    apps: tuple[AppConfig, ...]
+    host: str = "127.0.0.1"
+    port: int = 1337
+    frontends: int = 1
+    max_body_nbytes: int = 16 * MIB
+    submit_slots: int = 8
+    submit_slot_nbytes: int = 4 * MIB
+    response_slots: int = 8
+    response_slot_nbytes: int = 4 * MIB
+    ready_timeout_s: float = 120.0
+    drain_timeout_s: float = 30.0
+    source: str = "<built-in>"
+    python_path: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ServerConfig:
+        d = orjson.loads(data)
+        d["models"] = tuple(
+            ModelConfig(**{**m, "input_shape": tuple(m["input_shape"])}) for m in d["models"]
+        )
+        d["apps"] = tuple(
+            AppConfig(**{**a, "input_shape": tuple(a["input_shape"]), "models": tuple(a["models"])})
+            for a in d["apps"]
+        )
+        d["python_path"] = tuple(d["python_path"])
+        return cls(**d)
+
+    def model_index(self, name: str) -> int:
+        for i, m in enumerate(self.models):
+            if m.name == name:
+                return i
+        raise KeyError(name)
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+class _Table:
+    """Typed access to one TOML table with error messages that say file, key and expectation."""
+
+    def __init__(self, src: str, where: str, data: dict) -> None:
+        self.src, self.where, self.data = src, where, data
+        self.used: set[str] = set()
+
+    def fail(self, key: str, expected: str, got: object = dataclasses.MISSING) -> ConfigError:
+        shown = "" if got is dataclasses.MISSING else f", got {got!r}"
+        return ConfigError(f"{self.src}: {self.where}.{key}: expected {expected}{shown}")
+
+    def get(self, key, kind, expected, default=dataclasses.MISSING):
+        self.used.add(key)
+        if key not in self.data:
+            if default is dataclasses.MISSING:
+                raise self.fail(key, expected + " (required)")
+            return default
+        value = self.data[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise self.fail(key, expected, value)
+        return value
+
+    def name(self, key: str, pattern: re.Pattern, expected: str, default=dataclasses.MISSING):
+        value = self.get(key, str, expected, default)
+        if not pattern.match(value):
+            raise self.fail(key, expected, value)
+        return value
+
+    def positive(self, key: str, default=dataclasses.MISSING, minimum: int = 1) -> int:
+        expected = f"an integer >= {minimum}"
+        value = self.get(key, int, expected, default)
+        if value < minimum:
+            raise self.fail(key, expected, value)
+        return value
+
+    def input_type(self, key: str = "input_type") -> str:
+        expected = "one of doubles, floats, ints, bytes, strings"
+        value = self.get(key, str, expected)
+        if value.lower() not in INPUT_TYPE_ALIASES:
+            raise self.fail(key, expected, value)
+        return INPUT_TYPE_ALIASES[value.lower()]
+
+    def shape(self, input_type: str) -> tuple[int, ...]:
+        expected = "a list of positive integers, e.g. [16] or [3, 32, 32]"
+        if input_type in ("bytes", "strings"):
+            value = self.get("input_shape", list, expected, [])
+            if value:
+                raise self.fail("input_shape", f"no shape for input_type {input_type}", value)
+            return ()
+        value = self.get("input_shape", list, expected)
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise self.fail("input_shape", expected, value)
+        return tuple(value)
+
+    def check_unknown(self) -> None:
+        extra = sorted(set(self.data) - self.used)
+        if extra:
+            raise ConfigError(f"{self.src}: {self.where}: unknown key(s) {', '.join(extra)}")
+
+
+def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerConfig:
+    """Build a ServerConfig from parsed TOML; `overrides` (host, port, ...) win over the file."""
+    top = _Table(source, "(top level)", data)
+    server = _Table(source, "server", top.get("server", dict, "a [server] table", {}))
+    model_tables = top.get("models", list, "an array of [[models]] tables", [])
+    app_tables = top.get("apps", list, "an array of [[apps]] tables", [])
+    top.check_unknown()
+
+    models = []
+    for i, raw in enumerate(model_tables):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: models[{i}]: expected a table")
+        t = _Table(source, f"models[{i}]", raw)
+        itype = t.input_type()
+        m = ModelConfig(
+            name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
+            version=str(t.get("version", (str, int), "a version string like \"1\"", "1")),
+            entry_point=t.name("entry_point", _ENTRY_POINT, "'package.module:attr'"),
+            input_type=itype,
+            input_shape=t.shape(itype),
+            max_batch_size=t.positive("max_batch_size", 64),
+            replicas=t.positive("replicas", 1, minimum=0),
+            device=t.get("device", str, "a device string like \"cpu\" or \"cuda:0\"", "cpu"),
+            output_slot_nbytes=t.positive("output_slot_nbytes", 4 * MIB, minimum=4096),
+            init_args=t.get("init_args", dict, "a table of keyword arguments for the model class", {}),
+        )
+        if not _VERSION.match(m.version):
+            raise t.fail("version", "a label of letters, digits, '-', '_', '.' (no ':' or ',')", m.version)
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", m.device):
+            raise t.fail("device", "\"cpu\" or \"cuda:N\"", m.device)
+        t.check_unknown()
+        if any(o.name == m.name for o in models):
+            raise t.fail("name", "a name not used by another model", m.name)
+        models.append(m)
+
+    by_name = {m.name: m for m in models}
+    apps = []
+    for i, raw in enumerate(app_tables):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: apps[{i}]: expected a table")
+        t = _Table(source, f"apps[{i}]", raw)
+        itype = t.input_type()
+        linked = t.get("models", list, "a list of model names", [])
+        default = t.get("default_output", (str, int, float), "a string (JSON text is embedded as JSON)", "null")
+        a = AppConfig(
+            name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
+            input_type=itype,
+            input_shape=t.shape(itype),
+            latency_slo_micros=t.positive("latency_slo_micros", 100_000),
+            default_output=str(default),
+            models=tuple(linked),
+        )
+        t.check_unknown()
+        if any(o.name == a.name for o in apps):
+            raise t.fail("name", "a name not used by another app", a.name)
+        if len(a.models) > 1:
+            raise t.fail("models", "at most one linked model (ensembles come with selection policies)", list(a.models))
+        for mname in a.models:
+            m = by_name.get(mname)
+            if m is None:
+                raise t.fail("models", f"names of [[models]] ({', '.join(by_name) or 'none defined'})", mname)
+            if (m.input_type, m.input_shape) != (a.input_type, a.input_shape):
+                raise t.fail(
+                    "input_type/input_shape",
+                    f"the linked model's {m.input_type}{list(m.input_shape)}",
+                    f"{a.input_type}{list(a.input_shape)}",
+                )
+        apps.append(a)
+    if not apps:
+        raise ConfigError(f"{source}: expected at least one [[apps]] table")
+
+    kw = dict(
+        host=server.get("host", str, "a host address", "127.0.0.1"),
+        port=server.positive("port", 1337, minimum=0),
+        frontends=server.positive("frontends", 1),
+        max_body_nbytes=server.positive("max_body_nbytes", 16 * MIB),
+        submit_slot_nbytes=server.positive("submit_slot_nbytes", 4 * MIB, minimum=4096),
+        response_slot_nbytes=server.positive("response_slot_nbytes", 4 * MIB, minimum=4096),
+        ready_timeout_s=float(server.get("ready_timeout_s", (int, float), "a number of seconds", 120.0)),
+        python_path=tuple(server.get("python_path", list, "a list of directories", [])),
+    )
+    server.check_unknown()
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    if kw["port"] > 65535:
+        raise ConfigError(f"{source}: server.port: expected a port number <= 65535, got {kw['port']}")
+    return ServerConfig(models=tuple(models), apps=tuple(apps), source=source, **kw)
+
+
+def load_config(path: str, **overrides) -> ServerConfig:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, source=path, **overrides)

@@ -1,0 +1,293 @@
+"""The scheduler process: a thin shell around `SchedulerCore`.
+
+It owns no decisions. Each turn of its loop it blocks on its doorbell and its control socket
+(up to the core's next deadline), drains every submit ring and every model output ring into
+the core, then carries out the actions `poll` returns: it gathers a batch's inputs into the
+replica's input ring, and groups answers per frontend into one response batch each. Doorbells
+are posted once per turn per peer.
+
+Input bytes: each submit batch's input column is copied once into scheduler memory (one
+memcpy per batch) so the submit slot is released at once; queries keep numpy views into that
+copy until their batch is written to a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from schooner.engine.config import ServerConfig
+from schooner.engine.core.scheduler import (
+    AppRoute,
+    ModelLimits,
+    Query,
+    Respond,
+    SchedulerCore,
+    SendBatch,
+)
+from schooner.engine.spawn import SchedulerArgs, setup_logging
+from schooner.ipc import frames, protocol
+from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
+from schooner.ipc.shm import Segment
+
+log = logging.getLogger(__name__)
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def default_json(text: str) -> bytes:
+    """Clipper's rule: a default output that parses as JSON is embedded as JSON."""
+    try:
+        orjson.loads(text)
+        return text.encode()
+    except orjson.JSONDecodeError:
+        return orjson.dumps(text)
+
+
+def build_core(config: ServerConfig) -> SchedulerCore:
+    apps = [
+        AppRoute(
+            model=config.model_index(a.models[0]) if a.models else None,
+            default_json=default_json(a.default_output),
+        )
+        for a in config.apps
+    ]
+    models = [ModelLimits(m.max_batch_size, m.replicas) for m in config.models]
+    return SchedulerCore(apps, models)
+
+
+def render_outputs(batch: pa.RecordBatch) -> list[bytes]:
+    """JSON text of each row of a model's `scores` column."""
+    col = batch.column(0)
+    if pa.types.is_fixed_size_list(col.type):
+        rows = col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        return [orjson.dumps(r, option=_NUMPY) for r in rows]
+    if pa.types.is_string(col.type) or pa.types.is_boolean(col.type):
+        return [orjson.dumps(v) for v in col.to_pylist()]
+    return [orjson.dumps(v, option=_NUMPY) for v in col.to_numpy(zero_copy_only=False)]
+
+
+class _Outbox:
+    """Answers for one frontend, accumulated over one turn and written as one batch."""
+
+    __slots__ = ("ids", "status", "default", "output", "explanation")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.status: list[int] = []
+        self.default: list[bool] = []
+        self.output: list[bytes] = []
+        self.explanation: list[str | None] = []
+
+    def add(self, r: Respond) -> None:
+        self.ids.append(r.query.query_id)
+        self.status.append(r.status)
+        self.default.append(r.default)
+        self.output.append(r.output)
+        self.explanation.append(r.explanation or None)
+
+    def batch(self, start: int, stop: int) -> pa.RecordBatch:
+        return pa.record_batch(
+            [
+                pa.array(self.ids[start:stop], pa.uint64()),
+                pa.array(self.status[start:stop], pa.uint16()),
+                pa.array(self.default[start:stop], pa.bool_()),
+                frames.binary_array(self.output[start:stop]),
+                pa.array(self.explanation[start:stop], pa.string()),
+            ],
+            schema=frames.RESPONSE_SCHEMA,
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def drop(self, n: int) -> None:
+        for lst in (self.ids, self.status, self.default, self.output, self.explanation):
+            del lst[:n]
+
+
+class SchedulerProc:
+    def __init__(self, args: SchedulerArgs) -> None:
+        cfg = args.config
+        self.cfg = cfg
+        self.core = build_core(cfg)
+        self.ctrl = socket.socket(fileno=args.control_fd)
+        self.ctrl.setblocking(False)
+        self.bell = Doorbell(args.bell_fd)
+        fbells = [Doorbell(fd) for fd in args.frontend_bell_fds]
+        self.submits = [
+            RingReader(Segment.attach(name), fbells[i], frames.SUBMIT_SCHEMA)
+            for i, name in enumerate(args.submit_rings)
+        ]
+        self.responses = [
+            RingWriter(Segment.attach(name), fbells[i]) for i, name in enumerate(args.response_rings)
+        ]
+        self.outboxes = [_Outbox() for _ in args.response_rings]
+        self.model_bells = [[Doorbell(fd) for fd in fds] for fds in args.model_bell_fds]
+        # [model][replica] -> (input writer, output reader) or None while the replica is down
+        self.replicas: list[list[tuple[RingWriter, RingReader] | None]] = [
+            [None] * m.replicas for m in cfg.models
+        ]
+        self.input_schemas = [frames.model_input_schema(m.input_type, m.input_shape) for m in cfg.models]
+        self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
+        self.running = True
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        fds = [self.bell.fileno(), self.ctrl.fileno()]
+        core = self.core
+        while self.running:
+            now = time.monotonic_ns()
+            wake = core.next_wakeup(now)
+            timeout = None if wake is None else max(0.0, (wake - now) / 1e9)
+            ready = wait_any(fds, timeout)
+            if self.ctrl.fileno() in ready:
+                self._control()
+            self.bell.clear()  # before draining: a post after this read is never lost
+            self._drain_outputs()
+            self._drain_submits()
+            self._execute(core.poll(time.monotonic_ns()))
+            self._flush_responses()
+        return 0
+
+    def _control(self) -> None:
+        while True:
+            try:
+                msg = protocol.recv(self.ctrl)
+            except BlockingIOError:
+                return
+            if msg is None or isinstance(msg, protocol.Stop):
+                self.running = False
+                return
+            if isinstance(msg, protocol.ReplicaDown):
+                self._replica_down(msg)
+            elif isinstance(msg, protocol.ReplicaUp):
+                self._replica_up(msg)
+
+    def _replica_down(self, msg: protocol.ReplicaDown) -> None:
+        rings = self.replicas[msg.model][msg.replica]
+        if rings is not None:
+            self._drain_replica(msg.model, msg.replica, rings[1])  # whole results still count
+            self.replicas[msg.model][msg.replica] = None
+            for ring in rings:
+                ring.close()
+        self.core.replica_down(msg.model, msg.replica)
+        log.warning(
+            "model %s replica %d exited (code %d); its queries are retried",
+            self.cfg.models[msg.model].label, msg.replica, msg.exit_code,
+        )
+
+    def _replica_up(self, msg: protocol.ReplicaUp) -> None:
+        bell = self.model_bells[msg.model][msg.replica]
+        self.replicas[msg.model][msg.replica] = (
+            RingWriter(Segment.attach(msg.input_ring), bell),
+            RingReader(Segment.attach(msg.output_ring), bell, None),
+        )
+        self.core.replica_up(msg.model, msg.replica)
+
+    # -- rings in ---------------------------------------------------------------------------
+
+    def _drain_submits(self) -> None:
+        submit = self.core.submit
+        for fi, reader in enumerate(self.submits):
+            n = reader.pending()
+            for i in range(n):
+                batch = reader.read(i)
+                ids = batch.column(0).to_numpy().tolist()
+                apps = batch.column(1).to_numpy().tolist()
+                deadlines = batch.column(2).to_numpy().tolist()
+                off, data = frames.binary_parts(batch.column(3))
+                data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
+                bounds = (off - off[0]).tolist()
+                for j, qid in enumerate(ids):
+                    submit(Query(fi, qid, apps[j], deadlines[j], data[bounds[j] : bounds[j + 1]]))
+                batch = None
+            if n:
+                reader.release(n)
+
+    def _drain_outputs(self) -> None:
+        for mi, reps in enumerate(self.replicas):
+            for ri, rings in enumerate(reps):
+                if rings is not None:
+                    self._drain_replica(mi, ri, rings[1])
+
+    def _drain_replica(self, mi: int, ri: int, reader: RingReader) -> None:
+        n = reader.pending()
+        for i in range(n):
+            batch = reader.read(i)
+            meta = batch.schema.metadata or {}
+            if b"error" in meta:
+                self.core.batch_done(mi, ri, None, meta[b"error"].decode(errors="replace"))
+            else:
+                self.core.batch_done(mi, ri, render_outputs(batch))
+            batch = None
+        if n:
+            reader.release(n)
+
+    # -- actions out ------------------------------------------------------------------------
+
+    def _execute(self, actions) -> None:
+        outboxes = self.outboxes
+        for a in actions:
+            if type(a) is Respond:
+                outboxes[a.query.frontend].add(a)
+            elif type(a) is SendBatch:
+                self._send_batch(a)
+        if any(isinstance(a, SendBatch) for a in actions):
+            for reps in self.replicas:
+                for rings in reps:
+                    if rings is not None:
+                        rings[0].flush()
+
+    def _send_batch(self, a: SendBatch) -> None:
+        rings = self.replicas[a.model][a.replica]
+        cfg = self.cfg.models[a.model]
+        schema = self.input_schemas[a.model]
+        dtype = self.dtypes[a.model]
+        payloads = [q.payload for q in a.queries]
+        if dtype is not None:
+            rows = np.concatenate(payloads).view(dtype).reshape(len(payloads), cfg.input_width)
+            batch = frames.tensor_batch(schema, rows)
+        else:
+            col_type = schema.field("input").type
+            batch = pa.record_batch([frames.binary_array([p.tobytes() for p in payloads], col_type)], schema=schema)
+        try:
+            written = rings is not None and rings[0].try_write(batch)
+        except OverflowError as e:
+            self.core.batch_done(a.model, a.replica, None, f"{e}: the batch does not fit the model's input slot")
+            return
+        if not written:  # cannot happen with one batch in flight per replica; fail loudly, not silently
+            self.core.batch_done(a.model, a.replica, None, "model input ring unavailable")
+
+    def _flush_responses(self) -> None:
+        for fi, box in enumerate(self.outboxes):
+            if not box:
+                continue
+            writer = self.responses[fi]
+            while box and writer.free():
+                n = len(box)
+                while True:
+                    try:
+                        writer.try_write(box.batch(0, n))
+                        break
+                    except OverflowError:
+                        if n == 1:
+                            raise
+                        n //= 2
+                box.drop(n)
+            writer.flush()  # a full ring: the frontend posts our bell when it frees a slot
+
+
+def run_scheduler(args: SchedulerArgs) -> int:
+    setup_logging("scheduler")
+    proc = SchedulerProc(args)
+    ctrl = socket.socket(fileno=os.dup(args.control_fd))
+    protocol.send(ctrl, protocol.Ready(protocol.Role.SCHEDULER, "scheduler", os.getpid()))
+    ctrl.close()
+    return proc.serve()

@@ -1,0 +1,105 @@
+"""Spawn arguments of each child role, and the child entry point.
+
+The supervisor starts every child as ``python -m schooner.engine.spawn '<json>'`` with the file
+descriptors it needs passed by number (`subprocess.Popen(pass_fds=...)`). The JSON is one of the
+`*Args` dataclasses below, holding the whole `ServerConfig`; children never read the
+environment or config files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+
+import orjson
+
+from schooner.engine.config import ServerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendArgs:
+    index: int
+    config: ServerConfig
+    control_fd: int
+    bell_fd: int  # this frontend's doorbell
+    scheduler_bell_fd: int
+    submit_ring: str
+    response_ring: str
+    listen_fd: int  # the SO_REUSEPORT socket bound by the supervisor
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerArgs:
+    config: ServerConfig
+    control_fd: int
+    bell_fd: int
+    frontend_bell_fds: tuple[int, ...]
+    submit_rings: tuple[str, ...]
+    response_rings: tuple[str, ...]
+    model_bell_fds: tuple[tuple[int, ...], ...]  # [model][replica]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelArgs:
+    config: ServerConfig
+    model: int
+    replica: int
+    incarnation: int
+    control_fd: int
+    bell_fd: int
+    scheduler_bell_fd: int
+    input_ring: str
+    output_ring: str
+
+
+ROLES = {"frontend": FrontendArgs, "scheduler": SchedulerArgs, "model": ModelArgs}
+
+
+def encode_args(args) -> str:
+    d = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+    d["config"] = orjson.loads(args.config.to_json())
+    role = next(k for k, v in ROLES.items() if isinstance(args, v))
+    return orjson.dumps({"role": role, "args": d}).decode()
+
+
+def decode_args(text: str):
+    d = orjson.loads(text)
+    cls = ROLES[d["role"]]
+    a = d["args"]
+    a["config"] = ServerConfig.from_json(orjson.dumps(a["config"]))
+    for f in dataclasses.fields(cls):
+        if isinstance(a.get(f.name), list):
+            a[f.name] = tuple(tuple(x) if isinstance(x, list) else x for x in a[f.name])
+    return d["role"], cls(**a)
+
+
+def setup_logging(role_name: str, level: int = logging.INFO) -> None:
+    """Every line names the process role: `frontend[0]`, `scheduler`, `model[mlp:1:0]`."""
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format=f"%(asctime)s {role_name} %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    role, args = decode_args(argv[0])
+    if role == "frontend":
+        from schooner.frontend.server import run_frontend
+
+        return run_frontend(args)
+    if role == "scheduler":
+        from schooner.engine.scheduler_proc import run_scheduler
+
+        return run_scheduler(args)
+    from schooner.model_procs.worker import run_model
+
+    return run_model(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""The supervisor (`schooner serve`): owns every process and every shared-memory segment.
+
+Start-up: remove segments of dead instances; create doorbells (eventfds), rings (POSIX shared
+memory, pre-faulted) and the listening sockets; spawn the scheduler and every model replica,
+wait for their typed `Ready` (with a deadline), then spawn the frontends and wait for theirs.
+
+Running: one `poll` over the children's process sentinels (pidfds), their control sockets and
+a signal wake-up pipe. A model replica that exits is replaced: the scheduler is told
+(`ReplicaDown`) so it retries that replica's queries, a fresh ring pair is created for the new
+incarnation, and `ReplicaUp` follows its `Ready`. Any other child exiting is fatal.
+
+Shutdown (SIGTERM/SIGINT): RUNNING -> DRAINING -> STOPPED. Frontends get `Drain` (readiness
+turns false at once) and report `Drained` when every in-flight request is answered; then every
+child gets `Stop`, with a bounded join and SIGKILL after it; finally every segment this
+instance created is unlinked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from schooner.engine.config import ServerConfig
+from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode_args
+from schooner.ipc import protocol
+from schooner.ipc.channel import Doorbell, ProcessSentinel, wait_any
+from schooner.ipc.ring import Ring, ring_nbytes
+from schooner.ipc.shm import Segment, new_instance_id, segment_name, sweep_stale
+
+log = logging.getLogger(__name__)
+
+MODEL_SLOTS = 2
+STOP_TIMEOUT_S = 5.0
+RESPAWN_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class SupervisorState(IntEnum):
+    STARTING = 0
+    RUNNING = 1
+    DRAINING = 2
+    STOPPED = 3
+
+
+_TRANSITIONS = {
+    SupervisorState.STARTING: {SupervisorState.RUNNING, SupervisorState.DRAINING, SupervisorState.STOPPED},
+    SupervisorState.RUNNING: {SupervisorState.DRAINING, SupervisorState.STOPPED},
+    SupervisorState.DRAINING: {SupervisorState.STOPPED},
+    SupervisorState.STOPPED: set(),
+}
+
+
+class StartupError(RuntimeError):
+    """A child failed to start; the message says which and why."""
+
+
+@dataclass(eq=False)
+class Child:
+    role: protocol.Role
+    name: str
+    popen: subprocess.Popen
+    ctrl: socket.socket
+    sentinel: ProcessSentinel
+    ready_deadline: float
+    ready: bool = False
+    drained: bool = False
+    model: int = -1
+    replica: int = -1
+    incarnation: int = 0
+    rings: tuple[str, str] = ("", "")
+    exit_code: int | None = None
+
+
+@dataclass
+class _ReplicaSlot:
+    incarnation: int = 0
+    failures: int = 0
+    respawn_at: float | None = None
+    child: Child | None = None
+    rings: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    """Creates, watches and tears down one Schooner instance. Not a singleton: a process may
+    hold several (tests do), each with its own instance id, segments and ports."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.cfg = config
+        self.instance = new_instance_id()
+        self.state = SupervisorState.STARTING
+        self.segments: set[str] = set()
+        self.children: list[Child] = []
+        self.bells: list[Doorbell] = []
+        self.listen_socks: list[socket.socket] = []
+        self.port = config.port
+        self.replicas: list[list[_ReplicaSlot]] = [[_ReplicaSlot() for _ in range(m.replicas)] for m in config.models]
+        self._sig_r, self._sig_w = socket.socketpair()
+        self._sig_r.setblocking(False)
+        self._sig_w.setblocking(False)
+        self._stop_requested = False
+        self.exit_code = 0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _move(self, new: SupervisorState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"illegal supervisor transition {self.state.name} -> {new.name}")
+        self.state = new
+
+    def request_stop(self, *_: object) -> None:
+        """Signal-safe: only sets a flag and wakes the loop."""
+        self._stop_requested = True
+        try:
+            self._sig_w.send(b"\0")
+        except OSError:
+            pass
+
+    # -- resources --------------------------------------------------------------------------
+
+    def _bell(self) -> Doorbell:
+        b = Doorbell.create()
+        self.bells.append(b)
+        return b
+
+    def _ring(self, purpose: str, nslots: int, slot_nbytes: int) -> str:
+        name = segment_name(self.instance, purpose)
+        seg = Segment.create(name, ring_nbytes(nslots, slot_nbytes))
+        self.segments.add(name)
+        Ring.create(seg.buf, nslots, slot_nbytes).close()
+        seg.close()  # the supervisor only owns the name; children map it
+        return name
+
+    def _unlink(self, name: str) -> None:
+        from schooner.ipc.shm import unlink_segment
+
+        unlink_segment(name)
+        self.segments.discard(name)
+
+    def _listen_sockets(self) -> list[socket.socket]:
+        socks = []
+        port = self.cfg.port
+        family = socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET
+        for _ in range(self.cfg.frontends):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((self.cfg.host, port))
+            port = s.getsockname()[1]  # port 0: the first bind picks, the others share it
+            socks.append(s)
+        self.port = port
+        return socks
+
+    def _model_input_slot_nbytes(self, mi: int) -> int:
+        m = self.cfg.models[mi]
+        from schooner.ipc.frames import NUMPY_DTYPES
+
+        dtype = NUMPY_DTYPES[m.input_type]
+        if dtype is None:
+            return self.cfg.submit_slot_nbytes
+        return m.max_batch_size * m.input_width * dtype.itemsize + 64 * m.max_batch_size + 4096
+
+    # -- spawning ---------------------------------------------------------------------------
+
+    def _spawn(self, role: protocol.Role, name: str, make_args, fds: list[int]) -> Child:
+        parent, child_end = protocol.control_pair()
+        args = make_args(child_end.fileno())
+        env = dict(os.environ)
+        path = [*self.cfg.python_path, os.getcwd()]
+        if env.get("PYTHONPATH"):
+            path.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "schooner.engine.spawn", encode_args(args)],
+            pass_fds=[child_end.fileno(), *fds],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_child_signals,
+        )
+        child_end.close()
+        child = Child(role, name, popen, parent, ProcessSentinel(popen.pid), time.monotonic() + self.cfg.ready_timeout_s)
+        self.children.append(child)
+        return child
+
+    def _spawn_model(self, mi: int, ri: int) -> Child:
+        m = self.cfg.models[mi]
+        slot = self.replicas[mi][ri]
+        inc = slot.incarnation
+        rin = self._ring(f"model{mi}-r{ri}-g{inc}-in", MODEL_SLOTS, self._model_input_slot_nbytes(mi))
+        rout = self._ring(f"model{mi}-r{ri}-g{inc}-out", MODEL_SLOTS, m.output_slot_nbytes)
+        slot.rings = [rin, rout]
+        bell = self.model_bells[mi][ri]
+        child = self._spawn(
+            protocol.Role.MODEL, f"model[{m.name}:{m.version}:{ri}]",
+            lambda fd: ModelArgs(self.cfg, mi, ri, inc, fd, bell.fd, self.sched_bell.fd, rin, rout),
+            [bell.fd, self.sched_bell.fd],
+        )
+        child.model, child.replica, child.incarnation, child.rings = mi, ri, inc, (rin, rout)
+        slot.child = child
+        slot.respawn_at = None
+        return child
+
+    def start(self) -> None:
+        """Bring every process up; returns when all are Ready. Raises StartupError."""
+        sweep_stale(keep_instance=self.instance)
+        cfg = self.cfg
+        try:
+            self.listen_socks = self._listen_sockets()
+        except OSError as e:
+            raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
+        self.sched_bell = self._bell()
+        fe_bells = [self._bell() for _ in range(cfg.frontends)]
+        self.model_bells = [[self._bell() for _ in range(m.replicas)] for m in cfg.models]
+        submits = [self._ring(f"fe{i}-submit", cfg.submit_slots, cfg.submit_slot_nbytes) for i in range(cfg.frontends)]
+        responses = [self._ring(f"fe{i}-response", cfg.response_slots, cfg.response_slot_nbytes) for i in range(cfg.frontends)]
+
+        model_fds = [b.fd for row in self.model_bells for b in row]
+        self.scheduler = self._spawn(
+            protocol.Role.SCHEDULER, "scheduler",
+            lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, tuple(b.fd for b in fe_bells),
+                                     tuple(submits), tuple(responses),
+                                     tuple(tuple(b.fd for b in row) for row in self.model_bells)),
+            [self.sched_bell.fd, *(b.fd for b in fe_bells), *model_fds],
+        )
+        for mi, m in enumerate(cfg.models):
+            for ri in range(m.replicas):
+                self._spawn_model(mi, ri)
+        self._await_ready([c for c in self.children])
+        for i in range(cfg.frontends):
+            sock = self.listen_socks[i]
+            self._spawn(
+                protocol.Role.FRONTEND, f"frontend[{i}]",
+                lambda fd, i=i, sock=sock: FrontendArgs(i, cfg, fd, fe_bells[i].fd, self.sched_bell.fd,
+                                                        submits[i], responses[i], sock.fileno()),
+                [fe_bells[i].fd, self.sched_bell.fd, sock.fileno()],
+            )
+        self._await_ready([c for c in self.children if not c.ready])
+        for s in self.listen_socks:
+            s.close()  # the frontends hold their copies
+        self._move(SupervisorState.RUNNING)
+
+    def _await_ready(self, waiting: list[Child]) -> None:
+        pending = set(waiting)
+        while pending:
+            if self._stop_requested:
+                raise StartupError("interrupted during start-up")
+            now = time.monotonic()
+            deadline = min(c.ready_deadline for c in pending)
+            if now >= deadline:
+                late = ", ".join(c.name for c in pending if c.ready_deadline <= now)
+                raise StartupError(f"{late} did not report ready within {self.cfg.ready_timeout_s:g} s")
+            fds = [self._sig_r.fileno()]
+            for c in pending:
+                fds += [c.ctrl.fileno(), c.sentinel.fileno()]
+            readable = set(wait_any(fds, deadline - now))
+            for c in list(pending):
+                if c.ctrl.fileno() in readable:
+                    msg = self._recv(c)
+                    if isinstance(msg, protocol.Fatal):
+                        raise StartupError(f"{c.name} failed to start: {msg.message}")
+                    if isinstance(msg, protocol.Ready):
+                        self._on_ready(c)
+                        pending.discard(c)
+                        continue
+                if c.sentinel.fileno() in readable and not c.sentinel.alive():
+                    code = c.popen.wait()
+                    raise StartupError(f"{c.name} exited with code {code} before it was ready (see its log above)")
+            self._drain_signal_pipe()
+
+    def _recv(self, c: Child):
+        try:
+            return protocol.recv(c.ctrl)
+        except (OSError, protocol.ProtocolError) as e:
+            log.error("%s: bad control message: %s", c.name, e)
+            return None
+
+    def _on_ready(self, c: Child) -> None:
+        c.ready = True
+        if c.role is protocol.Role.MODEL:
+            self.replicas[c.model][c.replica].failures = 0
+            protocol.send(self.scheduler.ctrl, protocol.ReplicaUp(c.model, c.replica, c.incarnation, *c.rings))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until a stop signal or a fatal child exit; then drain and clean up."""
+        try:
+            while self.state is SupervisorState.RUNNING:
+                self._step()
+                if self._stop_requested:
+                    self.shutdown()
+        finally:
+            self.close()
+        return self.exit_code
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        timeouts = [s.respawn_at for row in self.replicas for s in row if s.respawn_at is not None]
+        timeouts += [c.ready_deadline for c in self.children if not c.ready]
+        timeout = max(0.0, min(timeouts) - now) if timeouts else None
+        fds = [self._sig_r.fileno()]
+        for c in self.children:
+            fds += [c.ctrl.fileno(), c.sentinel.fileno()]
+        readable = set(wait_any(fds, timeout))
+        self._drain_signal_pipe()
+        for c in list(self.children):
+            if c.ctrl.fileno() in readable:
+                msg = self._recv(c)
+                if isinstance(msg, protocol.Ready):
+                    self._on_ready(c)
+                elif isinstance(msg, protocol.Fatal):
+                    log.error("%s failed to start: %s", c.name, msg.message)
+            if c.sentinel.fileno() in readable and not c.sentinel.alive():
+                self._on_exit(c)
+            elif not c.ready and c.role is protocol.Role.MODEL and time.monotonic() > c.ready_deadline:
+                log.error("%s did not report ready in time; killing it", c.name)
+                c.popen.kill()
+        now = time.monotonic()
+        for mi, row in enumerate(self.replicas):
+            for ri, slot in enumerate(row):
+                if slot.respawn_at is not None and now >= slot.respawn_at:
+                    self._spawn_model(mi, ri)
+
+    def _on_exit(self, c: Child) -> None:
+        c.exit_code = c.popen.wait()
+        self._forget(c)
+        if c.role is not protocol.Role.MODEL:
+            log.error("%s exited with code %s; shutting down", c.name, c.exit_code)
+            self.exit_code = 1
+            self.shutdown()
+            return
+        slot = self.replicas[c.model][c.replica]
+        if c.ready:
+            protocol.send(self.scheduler.ctrl, protocol.ReplicaDown(c.model, c.replica, c.exit_code))
+            slot.failures = 0
+        else:
+            slot.failures += 1
+        for name in c.rings:
+            self._unlink(name)  # the scheduler keeps its mapping until it has drained it
+        slot.child = None
+        slot.incarnation += 1
+        delay = RESPAWN_BACKOFF_S[min(slot.failures, len(RESPAWN_BACKOFF_S) - 1)]
+        slot.respawn_at = time.monotonic() + delay
+        log.warning("%s exited with code %s; respawning in %.1f s", c.name, c.exit_code, delay)
+
+    def _forget(self, c: Child) -> None:
+        if c in self.children:
+            self.children.remove(c)
+        c.sentinel.close()
+        c.ctrl.close()
+
+    def _drain_signal_pipe(self) -> None:
+        try:
+            while self._sig_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Drain the frontends, stop every child, bounded; safe to call more than once."""
+        if self.state in (SupervisorState.DRAINING, SupervisorState.STOPPED):
+            return
+        self._move(SupervisorState.DRAINING)
+        frontends = [c for c in self.children if c.role is protocol.Role.FRONTEND]
+        for c in frontends:
+            self._send(c, protocol.Drain())
+        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        waiting = {c for c in frontends}
+        while waiting and time.monotonic() < deadline:
+            fds = []
+            for c in waiting:
+                fds += [c.ctrl.fileno(), c.sentinel.fileno()]
+            readable = set(wait_any(fds, deadline - time.monotonic()))
+            for c in list(waiting):
+                if c.ctrl.fileno() in readable and isinstance(self._recv(c), protocol.Drained):
+                    waiting.discard(c)
+                elif c.sentinel.fileno() in readable and not c.sentinel.alive():
+                    waiting.discard(c)
+        if waiting:
+            log.warning("drain timed out with %d frontend(s) still busy", len(waiting))
+        self._stop_children()
+        self._move(SupervisorState.STOPPED)
+
+    def _send(self, c: Child, msg) -> None:
+        try:
+            protocol.send(c.ctrl, msg)
+        except OSError:
+            pass
+
+    def _stop_children(self) -> None:
+        order = [protocol.Role.FRONTEND, protocol.Role.SCHEDULER, protocol.Role.MODEL]
+        for role in order:
+            for c in self.children:
+                if c.role is role:
+                    self._send(c, protocol.Stop())
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for c in list(self.children):
+            try:
+                c.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", c.name, STOP_TIMEOUT_S)
+                c.popen.kill()
+                c.popen.wait()
+            self._forget(c)
+
+    def close(self) -> None:
+        """Release everything this instance owns. Idempotent; also used after a failed start."""
+        if self.children:
+            self._stop_children()
+        for s in self.listen_socks:
+            s.close()
+        self.listen_socks = []
+        for name in list(self.segments):
+            self._unlink(name)
+        for b in self.bells:
+            b.close()
+        self.bells = []
+        if self.state is not SupervisorState.STOPPED:
+            self.state = SupervisorState.STOPPED
+
+
+def _child_signals() -> None:
+    """In the child before exec: the supervisor alone decides when children stop, so a
+    terminal's Ctrl-C (sent to the whole process group) does not kill them mid-drain."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

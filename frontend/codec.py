@@ -1,0 +1,140 @@
+"""Clipper REST request decoding and response encoding: pure functions, no I/O.
+
+`InputCodec` turns one JSON item into the input bytes the model will see (little-endian, in the
+app's dtype, row-major) or raises `RequestError` with a cause naming what was expected.
+`decode_predict` checks the body's shape (``input`` xor ``input_batch``, optional ``version``).
+The ``encode_*`` functions render answers with a single bytes join, no intermediate dicts.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from base64 import b64decode
+
+import numpy as np
+import orjson
+
+from schooner.engine.config import AppConfig, ModelConfig
+
+
+class RequestError(Exception):
+    """A request the client must fix: rendered as `{"error": kind, "cause": cause}`."""
+
+    def __init__(self, status: int, kind: str, cause: str) -> None:
+        super().__init__(cause)
+        self.status = status
+        self.kind = kind
+        self.cause = cause
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.kind, "cause": self.cause})
+
+
+def bad_request(cause: str) -> RequestError:
+    return RequestError(400, "bad request", cause)
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+class InputCodec:
+    """Validates and encodes one app's query inputs."""
+
+    __slots__ = ("app", "dtype", "shape", "width", "expected", "_kinds")
+
+    def __init__(self, app: AppConfig) -> None:
+        self.app = app
+        self.shape = app.input_shape
+        self.width = math.prod(app.input_shape) if app.input_shape else 0
+        t = app.input_type
+        self.dtype = {"doubles": np.float64, "floats": np.float32, "ints": np.int32}.get(t)
+        self._kinds = "iu" if t == "ints" else "iuf"
+        if t in ("doubles", "floats", "ints"):
+            what = "integers" if t == "ints" else "numbers"
+            shape = list(self.shape)
+            flat = f" (or a flat array of {self.width})" if len(shape) > 1 else ""
+            self.expected = f"a JSON array of {what} with shape {shape}{flat}"
+        elif t == "strings":
+            self.expected = "a JSON string"
+        else:
+            self.expected = "a base64-encoded JSON string"
+
+    def encode(self, item) -> bytes:
+        """The input bytes of one query; raises RequestError naming the expected schema."""
+        dtype = self.dtype
+        if dtype is not None:
+            if not isinstance(item, list):
+                raise bad_request(f"input for app '{self.app.name}' must be {self.expected}, got {_json_type(item)}")
+            try:
+                arr = np.array(item)
+            except ValueError:
+                raise bad_request(
+                    f"input for app '{self.app.name}' is a ragged array; expected {self.expected}"
+                ) from None
+            if arr.size and arr.dtype.kind not in self._kinds:
+                got = "strings" if arr.dtype.kind == "U" else "booleans" if arr.dtype.kind == "b" else "mixed values" if arr.dtype.kind == "O" else f"{arr.dtype.kind} values"
+                if arr.dtype.kind == "f" and "f" not in self._kinds:
+                    got = "non-integer numbers"
+                raise bad_request(f"input for app '{self.app.name}' must be {self.expected}, got {got}")
+            if arr.shape != self.shape and not (arr.ndim == 1 and arr.size == self.width):
+                raise bad_request(
+                    f"input for app '{self.app.name}' must be {self.expected}, got shape {list(arr.shape)}"
+                )
+            if dtype is np.int32 and arr.size and (arr.min() < _INT32.min or arr.max() > _INT32.max):
+                raise bad_request(f"input for app '{self.app.name}' must be {self.expected} in int32 range")
+            return arr.astype(dtype, copy=False).tobytes()
+        if not isinstance(item, str):
+            raise bad_request(f"input for app '{self.app.name}' must be {self.expected}, got {_json_type(item)}")
+        if self.app.input_type == "strings":
+            return item.encode()
+        try:
+            return b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(f"input for app '{self.app.name}' must be {self.expected}; it is not valid base64") from None
+
+
+def _json_type(v) -> str:
+    if v is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def decode_predict(body: bytes, app: AppConfig, model: ModelConfig | None) -> tuple[list, bool]:
+    """(items, is_batch) of a predict body; raises RequestError naming the expected schema."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(400, "Json error", f"body is not valid JSON ({e}); expected {{\"input\": ...}} or {{\"input_batch\": [...]}}") from None
+    if not isinstance(doc, dict):
+        raise bad_request(f"body must be a JSON object with \"input\" or \"input_batch\", got {_json_type(doc)}")
+    version = doc.get("version")
+    if version is not None:
+        if model is None or str(version) != model.version:
+            name = model.name if model is not None else "(no linked model)"
+            raise bad_request(f"Requested version: {version} does not exist for model: {name}")
+    extra = set(doc) - {"input", "input_batch", "version"}
+    if extra:
+        raise bad_request(f"unexpected key(s) {sorted(extra)}; expected \"input\" or \"input_batch\" (and optionally \"version\")")
+    if "input" in doc:
+        if "input_batch" in doc:
+            raise bad_request("give either \"input\" or \"input_batch\", not both")
+        return [doc["input"]], False
+    if "input_batch" in doc:
+        batch = doc["input_batch"]
+        if not isinstance(batch, list) or not batch:
+            raise bad_request(f"\"input_batch\" must be a non-empty JSON array of inputs, got {_json_type(batch)}")
+        return batch, True
+    raise bad_request("missing \"input\" (one query) or \"input_batch\" (a list of queries)")
+
+
+def encode_prediction(query_id: int, output: bytes, default: bool, explanation: str | None) -> bytes:
+    if not default:
+        return b'{"query_id":%d,"output":%s,"default":false}' % (query_id, output)
+    return b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
+        query_id, output, orjson.dumps(explanation or ""),
+    )
+
+
+def encode_batch(predictions: list[bytes]) -> bytes:
+    return b'{"batch_predictions":[' + b",".join(predictions) + b"]}"

@@ -1,0 +1,381 @@
+"""The frontend process: HTTP/1.1 on uvloop + httptools, queries into the submit ring.
+
+One `FrontendProc` per process, sharing the query port with its siblings (SO_REUSEPORT, each
+with its own socket and its own ring pair). Per request it parses and validates the body and
+queues the encoded queries; once per event-loop tick (`call_soon`) everything queued becomes
+one Arrow batch in the submit ring and the scheduler's doorbell is posted once. Answers come
+back on the response ring; this process's doorbell is an eventfd watched with `add_reader`.
+
+Per connection, responses leave in request order (HTTP/1.1 pipelining), each with a single
+`transport.write`. Bad requests are answered 4xx with `{"error", "cause"}` and disturb nothing
+else. On `Drain` the process answers readiness 503 and new queries 503, finishes what is in
+flight, reports `Drained` and exits on `Stop` (or when the supervisor's socket closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import deque
+
+import httptools
+import orjson
+import pyarrow as pa
+import uvloop
+
+from schooner.engine.spawn import FrontendArgs, setup_logging
+from schooner.frontend.codec import (
+    InputCodec,
+    RequestError,
+    decode_predict,
+    encode_batch,
+    encode_prediction,
+)
+from schooner.ipc import frames, protocol
+from schooner.ipc.channel import Doorbell, RingReader, RingWriter
+from schooner.ipc.shm import Segment
+
+log = logging.getLogger(__name__)
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
+_ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
+
+
+def http_response(status: int, body: bytes, keep_alive: bool, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n%s" % (
+        status, _REASONS.get(status, b"Unknown"), len(body), extra,
+        b"" if keep_alive else b"Connection: close\r\n", body,
+    )
+
+
+def error_body(kind: str, cause: str) -> bytes:
+    return orjson.dumps({"error": kind, "cause": cause})
+
+
+class _Pending:
+    """One predict request waiting for its queries' answers."""
+
+    __slots__ = ("conn", "slot", "batch", "outputs", "remaining", "error")
+
+    def __init__(self, conn: HttpConnection, slot: list, n: int, batch: bool) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.batch = batch
+        self.outputs: list[bytes | None] = [None] * n
+        self.remaining = n
+        self.error: tuple[int, bytes] | None = None
+
+
+class FrontendProc:
+    """Process-wide state: apps, rings, the tick batch, the in-flight table."""
+
+    def __init__(self, args: FrontendArgs, loop: asyncio.AbstractEventLoop) -> None:
+        cfg = args.config
+        self.cfg = cfg
+        self.loop = loop
+        self.index = args.index
+        self.apps = {a.name: (i, a, InputCodec(a)) for i, a in enumerate(cfg.apps)}
+        self.app_models = [
+            cfg.models[cfg.model_index(a.models[0])] if a.models else None for a in cfg.apps
+        ]
+        self.bell = Doorbell(args.bell_fd)
+        sched_bell = Doorbell(args.scheduler_bell_fd)
+        self.submit = RingWriter(Segment.attach(args.submit_ring), sched_bell)
+        self.responses = RingReader(Segment.attach(args.response_ring), sched_bell, frames.RESPONSE_SCHEMA)
+        self.ctrl = socket.socket(fileno=args.control_fd)
+        self.ctrl.setblocking(False)
+        self.max_query_nbytes = self.submit.ring.slot_nbytes - 4096
+        self.next_id = (args.index << 48) + 1
+        self.inflight: dict[int, tuple[_Pending, int]] = {}
+        self.requests_inflight = 0
+        # the tick batch
+        self.t_ids: list[int] = []
+        self.t_apps: list[int] = []
+        self.t_deadlines: list[int] = []
+        self.t_inputs: list[bytes] = []
+        self.t_nbytes = 0
+        self.flush_scheduled = False
+        self.backlog: deque[pa.RecordBatch] = deque()  # batches waiting for a free submit slot
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self.connections: set[HttpConnection] = set()
+
+    # -- queries in -------------------------------------------------------------------------
+
+    def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
+        entry = self.apps.get(app_name)
+        if entry is None:
+            raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
+        if self.draining:
+            raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
+        app_idx, app, codec = entry
+        items, is_batch = decode_predict(body, app, self.app_models[app_idx])
+        encoded = [codec.encode(item) for item in items]  # raises before anything is queued
+        for e in encoded:
+            if len(e) > self.max_query_nbytes:
+                raise RequestError(413, "payload too large", f"one query's input is {len(e)} bytes; the limit is {self.max_query_nbytes}")
+        pending = _Pending(conn, slot, len(encoded), is_batch)
+        deadline = time.monotonic_ns() + app.latency_slo_micros * 1000
+        self.requests_inflight += 1
+        for i, data in enumerate(encoded):
+            qid = self.next_id
+            self.next_id = qid + 1
+            self.inflight[qid] = (pending, i)
+            if self.t_nbytes + len(data) + _ROW_OVERHEAD > self.max_query_nbytes:
+                self._seal_tick()
+            self.t_ids.append(qid)
+            self.t_apps.append(app_idx)
+            self.t_deadlines.append(deadline)
+            self.t_inputs.append(data)
+            self.t_nbytes += len(data) + _ROW_OVERHEAD
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _seal_tick(self) -> None:
+        if not self.t_ids:
+            return
+        batch = pa.record_batch(
+            [
+                pa.array(self.t_ids, pa.uint64()),
+                pa.array(self.t_apps, pa.uint16()),
+                pa.array(self.t_deadlines, pa.int64()),
+                frames.binary_array(self.t_inputs),
+            ],
+            schema=frames.SUBMIT_SCHEMA,
+        )
+        self.backlog.append(batch)
+        self.t_ids, self.t_apps, self.t_deadlines, self.t_inputs = [], [], [], []
+        self.t_nbytes = 0
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        self._seal_tick()
+        backlog = self.backlog
+        while backlog and self.submit.try_write(backlog[0]):
+            backlog.popleft()
+        self.submit.flush()  # one doorbell for the whole tick
+
+    # -- answers out ------------------------------------------------------------------------
+
+    def on_bell(self) -> None:
+        self.bell.clear()
+        reader = self.responses
+        n = reader.pending()
+        inflight = self.inflight
+        for i in range(n):
+            batch = reader.read(i)
+            ids = batch.column(0).to_numpy().tolist()
+            status = batch.column(1).to_numpy().tolist()
+            defaults = batch.column(2).to_pylist()
+            off, data = frames.binary_parts(batch.column(3))
+            off = off.tolist()
+            data = data.tobytes() if len(data) else b""
+            expl = batch.column(4)
+            has_expl = expl.null_count < len(expl)
+            for j, qid in enumerate(ids):
+                entry = inflight.pop(qid, None)
+                if entry is None:
+                    continue
+                p, k = entry
+                out = data[off[j] - off[0] : off[j + 1] - off[0]]
+                if status[j] != 200:
+                    if p.error is None:
+                        p.error = (status[j], error_body("model error", out.decode(errors="replace")))
+                else:
+                    p.outputs[k] = encode_prediction(
+                        qid, out, defaults[j], expl[j].as_py() if has_expl and defaults[j] else None
+                    )
+                p.remaining -= 1
+                if p.remaining == 0:
+                    self._complete(p)
+            batch = None
+        if n:
+            reader.release(n)  # posts the scheduler if it may be waiting for a free slot
+        if self.backlog:
+            self._flush()
+        if self.draining and self.requests_inflight == 0:
+            self._report_drained()
+
+    def _complete(self, p: _Pending) -> None:
+        self.requests_inflight -= 1
+        if p.error is not None:
+            status, body = p.error
+        else:
+            status = 200
+            body = encode_batch(p.outputs) if p.batch else p.outputs[0]
+        p.conn.respond(p.slot, status, body)
+
+    # -- control ----------------------------------------------------------------------------
+
+    def on_control(self) -> None:
+        while True:
+            try:
+                msg = protocol.recv(self.ctrl)
+            except BlockingIOError:
+                return
+            if msg is None or isinstance(msg, protocol.Stop):
+                self.stopped.set()
+                return
+            if isinstance(msg, protocol.Drain) and not self.draining:
+                self.draining = True
+                log.info("draining: %d request(s) in flight", self.requests_inflight)
+                if self.requests_inflight == 0:
+                    self._report_drained()
+
+    def _report_drained(self) -> None:
+        try:
+            protocol.send(self.ctrl, protocol.Drained(f"frontend[{self.index}]"))
+        except OSError:
+            self.stopped.set()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: httptools callbacks, ordered responses, keep-alive."""
+
+    __slots__ = ("fe", "transport", "parser", "url", "body", "body_nbytes", "too_large",
+                 "queue", "closing", "keep_alive")  # fmt: skip
+
+    def __init__(self, fe: FrontendProc) -> None:
+        self.fe = fe
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+        self.body_nbytes = 0
+        self.too_large = False
+        self.queue: deque[list] = deque()  # [ready, bytes] per request, in arrival order
+        self.closing = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fe.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.fe.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail_connection(400, "upgrade is not supported")
+        except httptools.HttpParserError as e:
+            self._fail_connection(400, f"malformed HTTP request: {e}")
+
+    def _fail_connection(self, status: int, cause: str) -> None:
+        slot = [False, b""]
+        self.queue.append(slot)
+        self.closing = True
+        self.respond(slot, status, error_body("bad request", cause), keep_alive=False)
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+        self.body_nbytes = 0
+        self.too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-length":
+            try:
+                if int(value) > self.fe.cfg.max_body_nbytes:
+                    self.too_large = True
+            except ValueError:
+                pass
+
+    def on_body(self, body: bytes) -> None:
+        if self.too_large:
+            return
+        self.body_nbytes += len(body)
+        if self.body_nbytes > self.fe.cfg.max_body_nbytes:
+            self.too_large = True
+            self.body = []
+        else:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        slot = [False, b""]
+        self.queue.append(slot)
+        keep_alive = self.parser.should_keep_alive()
+        if not keep_alive:
+            self.closing = True
+        method = self.parser.get_method()
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        try:
+            if self.too_large:
+                self.closing = True  # the rest of an oversized body is not worth reading
+                raise RequestError(413, "payload too large", f"request body exceeds the limit of {self.fe.cfg.max_body_nbytes} bytes")
+            self._route(slot, method, path)
+        except RequestError as e:
+            self.respond(slot, e.status, e.body())
+        except Exception as e:  # a bug must cost one request, never the process
+            log.exception("internal error on %s %s", method, path)
+            self.respond(slot, 500, error_body("internal error", repr(e)))
+
+    def _route(self, slot: list, method: bytes, path: str) -> None:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 2 and parts[1] == "predict":
+            if method != b"POST":
+                raise _method_not_allowed("POST", path)
+            body = b"".join(self.body)
+            self.body = []
+            self.fe.submit_request(self, slot, parts[0], body)
+            return
+        if path in ("/v2/health/live", "/v2/health/ready"):
+            if method != b"GET":
+                raise _method_not_allowed("GET", path)
+            ok = path.endswith("live") or not self.fe.draining
+            self.respond(slot, 200 if ok else 503, b"" if ok else error_body("unavailable", "draining"))
+            return
+        raise RequestError(404, "not found", f"no route for {path}; expected POST /<app>/predict or GET /v2/health/live|ready")
+
+    def respond(self, slot: list, status: int, body: bytes, keep_alive: bool | None = None) -> None:
+        """Fill this request's place in line and write every response that is now in order."""
+        slot[0] = True
+        slot[1] = http_response(status, body, not self.closing if keep_alive is None else keep_alive)
+        t = self.transport
+        q = self.queue
+        out = []
+        while q and q[0][0]:
+            out.append(q.popleft()[1])
+        if t is None or not out:
+            return
+        t.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.closing and not q:
+            t.close()
+
+
+def _method_not_allowed(allowed: str, path: str) -> RequestError:
+    return RequestError(405, "method not allowed", f"{path} accepts {allowed} only")
+
+
+async def _serve(args: FrontendArgs) -> int:
+    loop = asyncio.get_running_loop()
+    fe = FrontendProc(args, loop)
+    sock = socket.socket(fileno=args.listen_fd)
+    server = await loop.create_server(lambda: HttpConnection(fe), sock=sock, backlog=4096)
+    loop.add_reader(fe.bell.fileno(), fe.on_bell)
+    loop.add_reader(fe.ctrl.fileno(), fe.on_control)
+    protocol.send(fe.ctrl, protocol.Ready(protocol.Role.FRONTEND, f"frontend[{fe.index}]", os.getpid()))
+    await fe.stopped.wait()
+    server.close()
+    for conn in list(fe.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    return 0
+
+
+def run_frontend(args: FrontendArgs) -> int:
+    setup_logging(f"frontend[{args.index}]")
+    return uvloop.run(_serve(args))

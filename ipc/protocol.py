@@ -1,0 +1,145 @@
+"""Every wire type that crosses a process boundary, and the protocol version.
+
+Two kinds of traffic exist and never mix:
+
+* **Control messages** (this module's dataclasses): small, typed, frozen, travelling over a
+  ``SOCK_SEQPACKET`` unix socket pair between the supervisor and each child (one datagram =
+  one message, so no framing). Encoded as orjson objects tagged with ``"t"``; decoding checks
+  the tag against `MESSAGE_TYPES`, so there is no pickle and no dispatch by method name.
+* **Data** (queries, batches, scores): Arrow record batches in ring slots; their schemas are
+  defined in `schooner.ipc.frames`. Tensors never ride in control messages.
+
+A child's first message is `Ready` (or `Fatal`) carrying `PROTOCOL_VERSION`; the supervisor
+refuses a child that speaks another version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from dataclasses import dataclass
+from enum import IntEnum
+
+import orjson
+
+PROTOCOL_VERSION = 1
+MAX_CONTROL_NBYTES = 64 * 1024
+
+
+class Role(IntEnum):
+    SUPERVISOR = 0
+    FRONTEND = 1
+    SCHEDULER = 2
+    MODEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Child -> supervisor: start-up finished; the child serves from now on."""
+
+    role: Role
+    name: str
+    pid: int
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """Child -> supervisor: start-up failed; `message` says why (shown to the user)."""
+
+    role: Role
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Supervisor -> frontend/scheduler: stop taking new work, finish what is in flight."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """Frontend -> supervisor: every in-flight request has been answered."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Supervisor -> child: exit now (after draining, or on a fatal error elsewhere)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaDown:
+    """Supervisor -> scheduler: a model process exited; its rings are dead from now on."""
+
+    model: int
+    replica: int
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaUp:
+    """Supervisor -> scheduler: a (re)spawned model process is ready on these rings."""
+
+    model: int
+    replica: int
+    incarnation: int
+    input_ring: str
+    output_ring: str
+
+
+ControlMessage = Ready | Fatal | Drain | Drained | Stop | ReplicaDown | ReplicaUp
+MESSAGE_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (Ready, Fatal, Drain, Drained, Stop, ReplicaDown, ReplicaUp)
+}
+
+
+class ProtocolError(RuntimeError):
+    """A control message that is not one of ours, or a peer speaking another version."""
+
+
+def encode(msg: ControlMessage) -> bytes:
+    d = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    d["t"] = type(msg).__name__
+    return orjson.dumps(d)
+
+
+def decode(data: bytes) -> ControlMessage:
+    try:
+        d = orjson.loads(data)
+        cls = MESSAGE_TYPES[d.pop("t")]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ProtocolError(f"not a control message: {data[:80]!r}") from e
+    try:
+        msg = cls(**d)
+    except TypeError as e:
+        raise ProtocolError(f"bad fields for {cls.__name__}: {e}") from e
+    if isinstance(msg, Ready):
+        msg = dataclasses.replace(msg, role=Role(msg.role))
+        if msg.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"{msg.name} speaks protocol {msg.protocol_version}, expected {PROTOCOL_VERSION}"
+            )
+    elif isinstance(msg, Fatal):
+        msg = dataclasses.replace(msg, role=Role(msg.role))
+    return msg
+
+
+def control_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected (parent end, child end) pair for control messages."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.set_inheritable(False)
+    return a, b
+
+
+def send(sock: socket.socket, msg: ControlMessage) -> None:
+    sock.send(encode(msg))
+
+
+def recv(sock: socket.socket) -> ControlMessage | None:
+    """One message, or None when the peer closed the socket (it exited)."""
+    data = sock.recv(MAX_CONTROL_NBYTES)
+    if not data:
+        return None
+    return decode(data)

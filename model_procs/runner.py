@@ -1,0 +1,92 @@
+"""Loading a user's model from its entry point and turning its scores into an Arrow batch.
+
+An entry point is ``package.module:attr``. `attr` may be
+
+* a class: instantiated with the model's ``init_args`` as keyword arguments; its optional ``setup(device)`` runs once, then
+  its ``predict(batch)`` answers each batch;
+* an object with a ``predict`` method (used as is, ``setup`` called if present);
+* a plain function ``f(batch) -> scores``.
+
+``batch`` is a numpy array of shape ``(n, *input_shape)`` (a zero-copy view of the input ring
+slot, valid only during the call) for numeric input types, or a list of ``bytes``/``str`` for
+``bytes``/``strings``. ``scores`` is anything ``numpy.asarray`` accepts (torch tensors too) with
+``n`` rows: shape ``(n,)`` gives one JSON value per query, ``(n, k)`` a JSON array.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+
+class ModelLoadError(RuntimeError):
+    """The entry point could not be imported or set up; the message says which and why."""
+
+
+class ModelRunner:
+    """A loaded model: `predict(batch) -> np.ndarray` with one row per query."""
+
+    def __init__(self, predict: Callable, obj: object = None) -> None:
+        self._predict = predict
+        self.obj = obj
+
+    @classmethod
+    def load(cls, entry_point: str, device: str, init_args: dict | None = None) -> ModelRunner:
+        module_name, _, attr_path = entry_point.partition(":")
+        try:
+            target = importlib.import_module(module_name)
+        except Exception as e:
+            raise ModelLoadError(f"cannot import {module_name!r} for entry point {entry_point}: {e!r}") from e
+        try:
+            for part in attr_path.split("."):
+                target = getattr(target, part)
+        except AttributeError:
+            raise ModelLoadError(f"{module_name!r} has no attribute {attr_path!r} (entry point {entry_point})") from None
+        try:
+            if isinstance(target, type):
+                target = target(**(init_args or {}))
+            if hasattr(target, "predict"):
+                if hasattr(target, "setup"):
+                    target.setup(device)
+                return cls(target.predict, target)
+        except Exception as e:
+            raise ModelLoadError(f"setting up {entry_point} on {device} failed: {e!r}") from e
+        if callable(target):
+            return cls(target)
+        raise ModelLoadError(f"{entry_point} is neither a class, an object with predict, nor a function")
+
+    def predict(self, batch) -> np.ndarray:
+        return self._predict(batch)
+
+
+def scores_batch(scores, n: int) -> pa.RecordBatch:
+    """Arrow batch with column ``scores``: (n,) values or (n, k) fixed-size lists.
+
+    Raises ValueError (naming what was expected) when the model's answer has the wrong shape.
+    """
+    if hasattr(scores, "detach"):  # torch tensor
+        scores = scores.detach().cpu().numpy()
+    arr = np.asarray(scores)
+    if arr.ndim == 0 or arr.shape[0] != n:
+        raise ValueError(f"predict returned shape {arr.shape}; expected ({n},) or ({n}, k) for a batch of {n}")
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64, copy=False)
+    elif arr.dtype.kind in "OUS":
+        arr = arr.astype(str)
+    if arr.ndim == 1:
+        col = pa.array(arr)
+    else:
+        flat = np.ascontiguousarray(arr.reshape(n, -1))
+        col = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+    return pa.record_batch([col], names=["scores"])
+
+
+def error_batch(message: str) -> pa.RecordBatch:
+    """Zero-row batch whose schema metadata carries the failure cause."""
+    schema = pa.schema([("scores", pa.float32())], metadata={"error": message})
+    return pa.record_batch([pa.array([], pa.float32())], schema=schema)

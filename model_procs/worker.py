@@ -1,0 +1,107 @@
+"""The model process: one replica of one model version, reading batches zero-copy.
+
+Loop: block on this process's doorbell and its control socket; drain every pending batch of
+the input ring (numpy view over the slot, no copy), call the model, release the input slot,
+write the scores (or the failure cause) to the output ring, post the scheduler's doorbell. An
+exception in ``predict`` fails that batch only; the worker keeps serving. The control socket
+closing means the supervisor is gone, and the worker exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+from schooner.engine.spawn import ModelArgs, setup_logging
+from schooner.ipc import frames, protocol
+from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
+from schooner.ipc.shm import Segment
+from schooner.model_procs.runner import ModelLoadError, ModelRunner, error_batch, scores_batch
+
+log = logging.getLogger(__name__)
+
+
+class ModelProc:
+    """Shell around a `ModelRunner`: rings in, rings out, nothing decided here."""
+
+    def __init__(self, args: ModelArgs, runner: ModelRunner) -> None:
+        cfg = args.config.models[args.model]
+        self.cfg = cfg
+        self.runner = runner
+        self.ctrl = socket.socket(fileno=args.control_fd)
+        self.bell = Doorbell(args.bell_fd)
+        sched_bell = Doorbell(args.scheduler_bell_fd)
+        numeric = frames.NUMPY_DTYPES[cfg.input_type] is not None
+        self.numeric = numeric
+        self.inputs = RingReader(
+            Segment.attach(args.input_ring), sched_bell,
+            frames.model_input_schema(cfg.input_type, cfg.input_shape),
+        )
+        self.outputs = RingWriter(Segment.attach(args.output_ring), sched_bell, stream=True)
+
+    def serve(self) -> int:
+        fds = [self.bell.fileno(), self.ctrl.fileno()]
+        while True:
+            ready = wait_any(fds, None)
+            if self.ctrl.fileno() in ready and not self._control():
+                return 0
+            self.bell.clear()
+            while self.inputs.pending():
+                if not self._one_batch():
+                    return 0
+
+    def _control(self) -> bool:
+        msg = protocol.recv(self.ctrl)
+        return msg is not None and not isinstance(msg, protocol.Stop)
+
+    def _one_batch(self) -> bool:
+        reader = self.inputs
+        view = reader.ring.peek(0)
+        batch = frames.read_message(view, reader.schema)
+        n = batch.num_rows
+        t0 = time.perf_counter_ns()
+        try:
+            if self.numeric:
+                x = frames.tensor_view(batch, self.cfg.input_shape, view)
+            else:
+                x = batch.column(0).to_pylist()
+            out = scores_batch(self.runner.predict(x), n)
+        except Exception as e:  # the model's failure is this batch's answer, not ours
+            out = error_batch(f"{type(e).__name__}: {e}")
+        compute_ns = time.perf_counter_ns() - t0
+        x = batch = view = None  # the slot is ours until released; nothing may outlive that
+        reader.release(1)
+        out = out.replace_schema_metadata({**(out.schema.metadata or {}), b"compute_ns": str(compute_ns).encode()})
+        return self._write(out)
+
+    def _write(self, out) -> bool:
+        writer = self.outputs
+        try:
+            while not writer.try_write(out):  # full: the scheduler posts our bell when it frees a slot
+                ready = wait_any([self.bell.fileno(), self.ctrl.fileno()], None)
+                if self.ctrl.fileno() in ready and not self._control():
+                    return False
+                self.bell.clear()
+        except OverflowError as e:
+            writer.try_write(error_batch(f"{e}; raise output_slot_nbytes for model {self.cfg.name}"))
+        writer.flush()
+        return True
+
+
+def run_model(args: ModelArgs) -> int:
+    cfg = args.config.models[args.model]
+    name = f"model[{cfg.name}:{cfg.version}:{args.replica}]"
+    setup_logging(name)
+    ctrl = socket.socket(fileno=os.dup(args.control_fd))
+    try:
+        runner = ModelRunner.load(cfg.entry_point, cfg.device, cfg.init_args)
+    except ModelLoadError as e:
+        protocol.send(ctrl, protocol.Fatal(protocol.Role.MODEL, name, str(e)))
+        return 2
+    proc = ModelProc(args, runner)
+    protocol.send(ctrl, protocol.Ready(protocol.Role.MODEL, name, os.getpid()))
+    ctrl.close()
+    log.info("serving %s (incarnation %d)", cfg.entry_point, args.incarnation)
+    return proc.serve()
