@@ -1,0 +1,80 @@
+"""Real processes over real shared memory: a model process killed mid-batch, and a whole
+process tree killed at once."""
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+
+from schooner.ipc.shm import list_segments
+from tests.serving import SchoonerServer
+
+SLOW = """
+[[models]]
+name = "slow"
+entry_point = "tests.models:SlowTorchMLP"
+input_type = "floats"
+input_shape = [16]
+max_batch_size = 8
+init_args = {{ hold_s = 1.0, marker_path = "{marker}" }}
+
+[[apps]]
+name = "slow"
+input_type = "floats"
+input_shape = [16]
+latency_slo_micros = 60000000
+default_output = "-1"
+models = ["slow"]
+"""
+
+
+def wait_for(predicate, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_sigkill_of_a_model_mid_batch_answers_every_query_and_respawns(tmp_path):
+    marker = tmp_path / "batches"
+    with SchoonerServer(tmp_path, SLOW.format(marker=marker)) as srv:
+        (model,) = srv.children("model")
+        results = [None] * 12
+
+        def call(i):
+            results[i] = srv.predict("slow", {"input": [float(i)] * 16})
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: marker.exists() and marker.read_text().strip())  # a batch is in predict
+        os.kill(model.pid, signal.SIGKILL)
+        for t in threads:
+            t.join(120)
+        assert all(r is not None for r in results), "a request was left unanswered"
+        for status, body in results:
+            assert status == 200, body
+            assert body["default"] is False and len(body["output"]) == 4
+        new = srv.children("model")
+        assert len(new) == 1 and new[0].pid != model.pid
+        status, body = srv.predict("slow", {"input": [1.0] * 16})
+        assert status == 200 and body["default"] is False
+        assert srv.stop() == 0
+
+
+def test_sigkill_of_the_whole_tree_leaves_nothing_the_next_start_does_not_clean(tmp_path):
+    config = SLOW.format(marker=tmp_path / "m")
+    first = SchoonerServer(tmp_path, config)
+    procs = [psutil.Process(first.proc.pid), *first.children()]
+    for p in procs:
+        p.kill()
+    psutil.wait_procs(procs, timeout=30)
+    first.proc.wait()
+    stale = first.segments()
+    assert stale, "expected the killed instance to leave its segments behind"
+    (tmp_path / "second").mkdir()
+    with SchoonerServer(tmp_path / "second", config) as second:
+        assert not (set(stale) & set(list_segments())), "stale segments survived a new start"
+        assert second.predict("slow", {"input": [0.0] * 16})[0] == 200

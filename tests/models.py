@@ -1,0 +1,56 @@
+"""Real models for the integration and end-to-end tests (imported by model processes).
+
+`TorchMLP` is a real torch network. `SlowTorchMLP` runs the same network and then holds the
+batch for `hold_s`, so a test can kill the process while a batch is certainly in flight; it
+touches `marker_path` when a batch starts so the test knows when that is (no guessing sleeps).
+`PickyModel` raises inside predict for inputs whose first value is negative, to exercise the
+model-error path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+class TorchMLP:
+    def __init__(self, width: int = 16, classes: int = 4) -> None:
+        self.width, self.classes = width, classes
+
+    def setup(self, device: str) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(self.width, 32), torch.nn.ReLU(), torch.nn.Linear(32, self.classes)
+        ).eval()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.net(self.torch.from_numpy(batch)).numpy()
+
+
+class SlowTorchMLP(TorchMLP):
+    def __init__(self, hold_s: float = 0.5, marker_path: str = "", **kw) -> None:
+        super().__init__(**kw)
+        self.hold_s = hold_s
+        self.marker_path = marker_path
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        out = super().predict(batch)
+        if self.marker_path:
+            with open(self.marker_path, "a") as f:
+                f.write(f"{os.getpid()} {len(batch)}\n")
+        time.sleep(self.hold_s)
+        return out
+
+
+class PickyModel:
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if (batch[:, 0] < 0).any():
+            raise ValueError("negative first feature")
+        return batch.sum(axis=1)

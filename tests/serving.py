@@ -1,0 +1,136 @@
+"""Test helper: a real `schooner serve` process on a free port, and an HTTP client for it.
+
+`SchoonerServer` spawns the CLI exactly as a user would, reads the port from the line it
+prints, and on exit checks what a user would notice: the process exited, no child process is
+left, and no shared-memory segment of its instance remains in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import orjson
+import psutil
+
+from schooner.ipc.shm import list_segments
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SERVING = re.compile(r"at http://([^ ]+):(\d+) \(instance ([0-9a-fx]+)\)")
+
+
+def toml_config(text: str) -> str:
+    return textwrap.dedent(text)
+
+
+class SchoonerServer:
+    def __init__(self, tmp_path, config: str | None = None, *extra: str, startup_s: float = 90) -> None:
+        self.tmp_path = tmp_path
+        args = [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", "0", *extra]
+        if config is not None:
+            path = tmp_path / "schooner.toml"
+            path.write_text(toml_config(config))
+            args += ["--config", str(path)]
+        else:
+            args += ["--data-dir", str(tmp_path / "data")]
+        self.log_path = tmp_path / "server.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + startup_s
+        m = None
+        while m is None:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise RuntimeError(f"server exited with {self.proc.wait()}: {self.log()}")
+            self.lines.append(line)
+            m = _SERVING.search(line)
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start in time: " + self.log())
+        self.host, self.port, self.instance = m.group(1), int(m.group(2)), m.group(3)
+        self._rest = threading.Thread(target=self._read_rest, daemon=True)
+        self._rest.start()
+        self.all_pids: set[int] = set()
+        self.remember_children()
+
+    def _read_rest(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.decode())
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def children(self, role: str | None = None) -> list[psutil.Process]:
+        out = []
+        for c in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                cmd = " ".join(c.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            if role is None or f'"role":"{role}"' in cmd:
+                out.append(c)
+        return out
+
+    def remember_children(self) -> None:
+        self.all_pids |= {c.pid for c in self.children()}
+
+    def segments(self) -> list[str]:
+        return [s for s in list_segments() if f"-{self.instance}-" in s]
+
+    def connect(self, timeout: float = 30) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body=None, conn=None, headers=None):
+        """(status, parsed JSON or raw bytes, headers) of one request."""
+        own = conn is None
+        conn = conn or self.connect()
+        data = body if isinstance(body, (bytes, type(None))) else orjson.dumps(body)
+        conn.request(method, path, body=data, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        if own:
+            conn.close()
+        try:
+            parsed = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            parsed = raw
+        return resp.status, parsed, dict(resp.getheaders())
+
+    def predict(self, app: str, payload, conn=None):
+        status, body, _ = self.request("POST", f"/{app}/predict", payload, conn)
+        return status, body
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
+        self.remember_children()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+            raise AssertionError("server did not stop after SIGTERM: " + self.log()) from None
+        finally:
+            self._log.close()
+        return code
+
+    def assert_clean(self) -> None:
+        leftover = [p for p in self.all_pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        assert not leftover, f"child processes left behind: {leftover}"
+        assert not self.segments(), f"shared memory left behind: {self.segments()}"
+
+    def __enter__(self) -> SchoonerServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+        self.assert_clean()

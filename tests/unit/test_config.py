@@ -1,0 +1,65 @@
+"""A bad config is refused with a message naming the file, the key and the expectation."""
+
+import pytest
+
+from schooner.engine.config import ConfigError, ServerConfig, load_config, parse_config
+
+GOOD = {
+    "models": [{"name": "mlp", "version": "1", "entry_point": "pkg.mod:MLP", "input_type": "floats",
+                "input_shape": [16], "max_batch_size": 64, "replicas": 1, "device": "cpu"}],
+    "apps": [{"name": "demo", "input_type": "f", "input_shape": [16], "latency_slo_micros": 20000,
+              "default_output": "-1", "models": ["mlp"]}],
+}
+
+
+def with_(section, **kv):
+    d = {k: [dict(x) for x in v] for k, v in GOOD.items()}
+    d[section][0].update(kv)
+    return d
+
+
+def test_good_config_parses_and_round_trips_through_json():
+    cfg = parse_config(GOOD, "x.toml", port=0)
+    assert cfg.apps[0].input_type == "floats" and cfg.models[0].input_shape == (16,)
+    assert cfg.port == 0 and cfg.host == "127.0.0.1"
+    assert ServerConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize(
+    "section, kv, fragment",
+    [
+        ("models", {"name": "MLP_1"}, "models[0].name: expected a DNS-1123 label"),
+        ("models", {"entry_point": "nocolon"}, "models[0].entry_point: expected 'package.module:attr'"),
+        ("models", {"input_type": "tensor"}, "models[0].input_type: expected one of doubles"),
+        ("models", {"input_shape": [0]}, "models[0].input_shape: expected a list of positive integers"),
+        ("models", {"max_batch_size": 0}, "models[0].max_batch_size: expected an integer >= 1"),
+        ("models", {"max_batch_size": "8"}, "models[0].max_batch_size: expected an integer >= 1, got '8'"),
+        ("models", {"device": "tpu"}, "models[0].device"),
+        ("models", {"version": "a:b"}, "models[0].version"),
+        ("models", {"colour": "red"}, "models[0]: unknown key(s) colour"),
+        ("apps", {"models": ["nope"]}, "apps[0].models: expected names of [[models]] (mlp), got 'nope'"),
+        ("apps", {"input_shape": [8]}, "apps[0].input_type/input_shape: expected the linked model's floats[16]"),
+        ("apps", {"latency_slo_micros": -5}, "apps[0].latency_slo_micros"),
+    ],
+)
+def test_bad_values_are_named(section, kv, fragment):
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_(section, **kv), "cfg.toml")
+    assert str(e.value).startswith("cfg.toml: ")
+    assert fragment in str(e.value)
+
+
+def test_missing_required_key():
+    d = with_("models")
+    del d["models"][0]["entry_point"]
+    with pytest.raises(ConfigError, match=r"models\[0\].entry_point: expected .* \(required\)"):
+        parse_config(d, "c.toml")
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "missing.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[models]\n")
+    with pytest.raises(ConfigError, match=f"{bad}: not valid TOML"):
+        load_config(str(bad))
