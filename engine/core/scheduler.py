@@ -143,28 +143,29 @@ class SchedulerCore:
                 self._answer(q, 500, False, (error or "model failed").encode())
             else:
                 self._answer(q, 200, False, outputs[i])
-        self._ready_models.add(model)
+        self._mark(model)
 
     def replica_down(self, model: int, replica: int) -> None:
         m = self.models[model]
         r = m.replicas[replica]
         r.state = ReplicaState.DOWN
         queries, r.inflight = r.inflight, []
-        for q in reversed(queries):
+        retry = []
+        for q in queries:
             if q.done:
                 continue
             q.attempts += 1
             if q.attempts >= MAX_ATTEMPTS:
                 self._answer(q, 500, False, b"model process exited while computing this query")
             else:
-                m.queue.appendleft(q)
-        self._ready_models.add(model)
+                retry.append(q)
+        m.queue.extendleft(reversed(retry))  # retried first, in their original order
 
     def replica_up(self, model: int, replica: int) -> None:
         r = self.models[model].replicas[replica]
         r.state = ReplicaState.IDLE
         r.inflight = []
-        self._ready_models.add(model)
+        self._mark(model)
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -196,6 +197,10 @@ class SchedulerCore:
         return sum(1 for _, _, q in self._deadlines if not q.done)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _mark(self, mi: int) -> None:
+        if self.models[mi].queue:
+            self._ready_models.add(mi)
 
     def _dispatch(self, mi: int) -> None:
         m = self.models[mi]
