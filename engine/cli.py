@@ -12,7 +12,14 @@ import os
 import signal
 import sys
 
-from schooner.engine.config import AppConfig, ConfigError, ModelConfig, ServerConfig, load_config, parse_config
+from schooner.engine.config import (
+    AppConfig,
+    ConfigError,
+    ModelConfig,
+    ServerConfig,
+    load_config,
+    parse_config,
+)
 from schooner.engine.spawn import setup_logging
 from schooner.engine.supervisor import StartupError, Supervisor
 from schooner.ipc.shm import sweep_stale

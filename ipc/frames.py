@@ -93,7 +93,10 @@ def read_stream(view: memoryview) -> pa.RecordBatch:
     return batch
 
 
-def binary_array(chunks: list[bytes], type: pa.DataType = pa.binary()) -> pa.Array:
+_BINARY = pa.binary()
+
+
+def binary_array(chunks: list[bytes], type: pa.DataType = _BINARY) -> pa.Array:
     """A binary (or utf-8 string) array from byte strings: one join and one cumsum."""
     offsets = np.zeros(len(chunks) + 1, dtype=np.int32)
     np.cumsum([len(c) for c in chunks], out=offsets[1:])

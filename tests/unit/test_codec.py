@@ -7,7 +7,13 @@ import orjson
 import pytest
 
 from schooner.engine.config import AppConfig, ModelConfig
-from schooner.frontend.codec import InputCodec, RequestError, decode_predict, encode_batch, encode_prediction
+from schooner.frontend.codec import (
+    InputCodec,
+    RequestError,
+    decode_predict,
+    encode_batch,
+    encode_prediction,
+)
 
 
 def app(input_type="floats", shape=(4,)):
