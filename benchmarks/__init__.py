@@ -1,0 +1,1 @@
+"""Schooner's benchmark harness: workloads, the inline baseline server, and `make bench`."""
