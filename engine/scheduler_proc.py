@@ -20,7 +20,6 @@ import time
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from schooner.engine.config import ServerConfig
 from schooner.engine.core.scheduler import (
@@ -33,11 +32,14 @@ from schooner.engine.core.scheduler import (
 )
 from schooner.engine.spawn import SchedulerArgs, setup_logging
 from schooner.ipc import frames, protocol
+from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
 from schooner.ipc.shm import Segment
 
 log = logging.getLogger(__name__)
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
+_RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
 
 
 def default_json(text: str) -> bytes:
@@ -61,15 +63,11 @@ def build_core(config: ServerConfig) -> SchedulerCore:
     return SchedulerCore(apps, models)
 
 
-def render_outputs(batch: pa.RecordBatch) -> list[bytes]:
-    """JSON text of each row of a model's `scores` column."""
-    col = batch.column(0)
-    if pa.types.is_fixed_size_list(col.type):
-        rows = col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-        return [orjson.dumps(r, option=_NUMPY) for r in rows]
-    if pa.types.is_string(col.type) or pa.types.is_boolean(col.type):
-        return [orjson.dumps(v) for v in col.to_pylist()]
-    return [orjson.dumps(v, option=_NUMPY) for v in col.to_numpy(zero_copy_only=False)]
+def render_outputs(scores: np.ndarray) -> list[bytes]:
+    """JSON text of each row of a model's scores ((n,) values or (n, k) rows)."""
+    if scores.dtype == np.uint8:  # booleans travel as bytes
+        return [b"true" if v else b"false" for v in scores.tolist()]
+    return [orjson.dumps(r, option=_NUMPY) for r in scores]
 
 
 class _Outbox:
@@ -82,26 +80,23 @@ class _Outbox:
         self.status: list[int] = []
         self.default: list[bool] = []
         self.output: list[bytes] = []
-        self.explanation: list[str | None] = []
+        self.explanation: list[str] = []
 
     def add(self, r: Respond) -> None:
         self.ids.append(r.query.query_id)
         self.status.append(r.status)
         self.default.append(r.default)
         self.output.append(r.output)
-        self.explanation.append(r.explanation or None)
+        self.explanation.append(r.explanation)
 
-    def batch(self, start: int, stop: int) -> pa.RecordBatch:
-        return pa.record_batch(
-            [
-                pa.array(self.ids[start:stop], pa.uint64()),
-                pa.array(self.status[start:stop], pa.uint16()),
-                pa.array(self.default[start:stop], pa.bool_()),
-                frames.binary_array(self.output[start:stop]),
-                pa.array(self.explanation[start:stop], pa.string()),
-            ],
-            schema=frames.RESPONSE_SCHEMA,
-        )
+    def encode(self, slot: memoryview, stop: int) -> int:
+        """Write the first `stop` answers as one response message into `slot`."""
+        return _RESPONSE.write(
+            slot, stop,
+            [self.ids[:stop], self.status[:stop], self.default[:stop],
+             frames.binary_column(self.output[:stop]),
+             frames.binary_column([e.encode() for e in self.explanation[:stop]])],
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -121,7 +116,7 @@ class SchedulerProc:
         self.bell = Doorbell(args.bell_fd)
         fbells = [Doorbell(fd) for fd in args.frontend_bell_fds]
         self.submits = [
-            RingReader(Segment.attach(name), fbells[i], frames.SUBMIT_SCHEMA)
+            RingReader(Segment.attach(name), fbells[i])
             for i, name in enumerate(args.submit_rings)
         ]
         self.responses = [
@@ -133,7 +128,8 @@ class SchedulerProc:
         self.replicas: list[list[tuple[RingWriter, RingReader] | None]] = [
             [None] * m.replicas for m in cfg.models
         ]
-        self.input_schemas = [frames.model_input_schema(m.input_type, m.input_shape) for m in cfg.models]
+        self.input_codecs = [FrameCodec(frames.model_input_schema(m.input_type, m.input_shape)) for m in cfg.models]
+        self.scores = frames.ScoresCodec()
         self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
         self.running = True
 
@@ -187,7 +183,7 @@ class SchedulerProc:
         bell = self.model_bells[msg.model][msg.replica]
         self.replicas[msg.model][msg.replica] = (
             RingWriter(Segment.attach(msg.input_ring), bell),
-            RingReader(Segment.attach(msg.output_ring), bell, None),
+            RingReader(Segment.attach(msg.output_ring), bell),
         )
         self.core.replica_up(msg.model, msg.replica)
 
@@ -198,16 +194,11 @@ class SchedulerProc:
         for fi, reader in enumerate(self.submits):
             n = reader.pending()
             for i in range(n):
-                batch = reader.read(i)
-                ids = batch.column(0).to_numpy().tolist()
-                apps = batch.column(1).to_numpy().tolist()
-                deadlines = batch.column(2).to_numpy().tolist()
-                off, data = frames.binary_parts(batch.column(3))
+                rows, (ids, apps, deadlines, (off, data)) = _SUBMIT.read(reader.read(i))
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
                 bounds = (off - off[0]).tolist()
-                for j, qid in enumerate(ids):
-                    submit(Query(fi, qid, apps[j], deadlines[j], data[bounds[j] : bounds[j + 1]]))
-                batch = None
+                for j, qid, app, deadline in zip(range(rows), ids.tolist(), apps.tolist(), deadlines.tolist(), strict=True):
+                    submit(Query(fi, qid, app, deadline, data[bounds[j] : bounds[j + 1]]))
             if n:
                 reader.release(n)
 
@@ -220,13 +211,12 @@ class SchedulerProc:
     def _drain_replica(self, mi: int, ri: int, reader: RingReader) -> None:
         n = reader.pending()
         for i in range(n):
-            batch = reader.read(i)
-            meta = batch.schema.metadata or {}
-            if b"error" in meta:
-                self.core.batch_done(mi, ri, None, meta[b"error"].decode(errors="replace"))
+            scores, error = self.scores.read(reader.read(i))
+            if error is not None:
+                self.core.batch_done(mi, ri, None, error)
             else:
-                self.core.batch_done(mi, ri, render_outputs(batch))
-            batch = None
+                self.core.batch_done(mi, ri, render_outputs(scores))
+            scores = None
         if n:
             reader.release(n)
 
@@ -248,17 +238,16 @@ class SchedulerProc:
     def _send_batch(self, a: SendBatch) -> None:
         rings = self.replicas[a.model][a.replica]
         cfg = self.cfg.models[a.model]
-        schema = self.input_schemas[a.model]
+        codec = self.input_codecs[a.model]
         dtype = self.dtypes[a.model]
         payloads = [q.payload for q in a.queries]
+        n = len(payloads)
         if dtype is not None:
-            rows = np.concatenate(payloads).view(dtype).reshape(len(payloads), cfg.input_width)
-            batch = frames.tensor_batch(schema, rows)
+            column = np.concatenate(payloads).view(dtype).reshape(n, cfg.input_width)
         else:
-            col_type = schema.field("input").type
-            batch = pa.record_batch([frames.binary_array([p.tobytes() for p in payloads], col_type)], schema=schema)
+            column = frames.binary_column([p.tobytes() for p in payloads])
         try:
-            written = rings is not None and rings[0].try_write(batch)
+            written = rings is not None and rings[0].try_write(lambda slot: codec.write(slot, n, [column]))
         except OverflowError as e:
             self.core.batch_done(a.model, a.replica, None, f"{e}: the batch does not fit the model's input slot")
             return
@@ -274,7 +263,7 @@ class SchedulerProc:
                 n = len(box)
                 while True:
                     try:
-                        writer.try_write(box.batch(0, n))
+                        writer.try_write(lambda slot, n=n, box=box: box.encode(slot, n))
                         break
                     except OverflowError:
                         if n == 1:

@@ -23,7 +23,6 @@ from collections import deque
 
 import httptools
 import orjson
-import pyarrow as pa
 import uvloop
 
 from schooner.engine.spawn import FrontendArgs, setup_logging
@@ -35,6 +34,7 @@ from schooner.frontend.codec import (
     encode_prediction,
 )
 from schooner.ipc import frames, protocol
+from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter
 from schooner.ipc.shm import Segment
 
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
+_SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
+_RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
 _ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
 
 
@@ -85,7 +87,7 @@ class FrontendProc:
         self.bell = Doorbell(args.bell_fd)
         sched_bell = Doorbell(args.scheduler_bell_fd)
         self.submit = RingWriter(Segment.attach(args.submit_ring), sched_bell)
-        self.responses = RingReader(Segment.attach(args.response_ring), sched_bell, frames.RESPONSE_SCHEMA)
+        self.responses = RingReader(Segment.attach(args.response_ring), sched_bell)
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.ctrl.setblocking(False)
         self.max_query_nbytes = self.submit.ring.slot_nbytes - 4096
@@ -99,7 +101,7 @@ class FrontendProc:
         self.t_inputs: list[bytes] = []
         self.t_nbytes = 0
         self.flush_scheduled = False
-        self.backlog: deque[pa.RecordBatch] = deque()  # batches waiting for a free submit slot
+        self.backlog: deque[tuple] = deque()  # sealed batches waiting for a free submit slot
         self.draining = False
         self.stopped = asyncio.Event()
         self.connections: set[HttpConnection] = set()
@@ -139,16 +141,9 @@ class FrontendProc:
     def _seal_tick(self) -> None:
         if not self.t_ids:
             return
-        batch = pa.record_batch(
-            [
-                pa.array(self.t_ids, pa.uint64()),
-                pa.array(self.t_apps, pa.uint16()),
-                pa.array(self.t_deadlines, pa.int64()),
-                frames.binary_array(self.t_inputs),
-            ],
-            schema=frames.SUBMIT_SCHEMA,
+        self.backlog.append(
+            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, frames.binary_column(self.t_inputs)])
         )
-        self.backlog.append(batch)
         self.t_ids, self.t_apps, self.t_deadlines, self.t_inputs = [], [], [], []
         self.t_nbytes = 0
 
@@ -156,7 +151,7 @@ class FrontendProc:
         self.flush_scheduled = False
         self._seal_tick()
         backlog = self.backlog
-        while backlog and self.submit.try_write(backlog[0]):
+        while backlog and self.submit.try_write(lambda slot, b=backlog[0]: _SUBMIT.write(slot, b[0], b[1])):
             backlog.popleft()
         self.submit.flush()  # one doorbell for the whole tick
 
@@ -168,32 +163,23 @@ class FrontendProc:
         n = reader.pending()
         inflight = self.inflight
         for i in range(n):
-            batch = reader.read(i)
-            ids = batch.column(0).to_numpy().tolist()
-            status = batch.column(1).to_numpy().tolist()
-            defaults = batch.column(2).to_pylist()
-            off, data = frames.binary_parts(batch.column(3))
-            off = off.tolist()
-            data = data.tobytes() if len(data) else b""
-            expl = batch.column(4)
-            has_expl = expl.null_count < len(expl)
-            for j, qid in enumerate(ids):
+            rows, (ids, status, defaults, (off, data), (eoff, edata)) = _RESPONSE.read(reader.read(i))
+            outputs = frames.binary_items(off, data)
+            has_expl = eoff[-1] != eoff[0]
+            expl = frames.binary_items(eoff, edata) if has_expl else None
+            for j, qid, st, dflt in zip(range(rows), ids.tolist(), status.tolist(), defaults.tolist(), strict=True):
                 entry = inflight.pop(qid, None)
                 if entry is None:
                     continue
                 p, k = entry
-                out = data[off[j] - off[0] : off[j + 1] - off[0]]
-                if status[j] != 200:
+                if st != 200:
                     if p.error is None:
-                        p.error = (status[j], error_body("model error", out.decode(errors="replace")))
+                        p.error = (st, error_body("model error", outputs[j].decode(errors="replace")))
                 else:
-                    p.outputs[k] = encode_prediction(
-                        qid, out, defaults[j], expl[j].as_py() if has_expl and defaults[j] else None
-                    )
+                    p.outputs[k] = encode_prediction(qid, outputs[j], dflt, expl[j].decode() if dflt and expl else None)
                 p.remaining -= 1
                 if p.remaining == 0:
                     self._complete(p)
-            batch = None
         if n:
             reader.release(n)  # posts the scheduler if it may be waiting for a free slot
         if self.backlog:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import Callable
 
-import pyarrow as pa
-
-from schooner.ipc import frames
 from schooner.ipc.ring import Ring, RingFullError
 from schooner.ipc.shm import Segment
 
@@ -91,24 +89,23 @@ def wait_any(fds: list[int], timeout_s: float | None) -> list[int]:
 
 
 class RingWriter:
-    """Producer end: writes record batches and posts the consumer's doorbell (coalesced)."""
+    """Producer end: fills slots through an encoder and posts the consumer's doorbell (coalesced)."""
 
-    __slots__ = ("segment", "ring", "consumer_bell", "_posted", "stream")
+    __slots__ = ("segment", "ring", "consumer_bell", "_posted")
 
-    def __init__(self, segment: Segment, consumer_bell: Doorbell, *, stream: bool = False) -> None:
+    def __init__(self, segment: Segment, consumer_bell: Doorbell) -> None:
         self.segment = segment
         self.ring = Ring(segment.buf)
         self.consumer_bell = consumer_bell
-        self.stream = stream
         self._posted = False
 
     def free(self) -> int:
         return self.ring.free()
 
-    def try_write(self, batch: pa.RecordBatch) -> bool:
-        """Write `batch` into the next slot and publish it. False when the ring is full.
+    def try_write(self, encode: Callable[[memoryview], int]) -> bool:
+        """Let `encode(slot) -> nbytes` fill the next slot, then publish it. False when full.
 
-        Raises OverflowError when the batch is larger than a slot.
+        An exception from `encode` (OverflowError: does not fit) publishes nothing.
         """
         ring = self.ring
         try:
@@ -116,7 +113,7 @@ class RingWriter:
         except RingFullError:
             return False
         try:
-            n = (frames.write_stream if self.stream else frames.write_message)(slot, batch)
+            n = encode(slot)
         finally:
             slot.release()
         ring.publish(n)
@@ -135,27 +132,21 @@ class RingWriter:
 
 
 class RingReader:
-    """Consumer end: yields zero-copy record batches; releases explicitly."""
+    """Consumer end: zero-copy views of pending slots; releases explicitly."""
 
-    __slots__ = ("segment", "ring", "producer_bell", "schema")
+    __slots__ = ("segment", "ring", "producer_bell")
 
-    def __init__(
-        self, segment: Segment, producer_bell: Doorbell | None, schema: pa.Schema | None
-    ) -> None:
+    def __init__(self, segment: Segment, producer_bell: Doorbell | None) -> None:
         self.segment = segment
         self.ring = Ring(segment.buf)
         self.producer_bell = producer_bell
-        self.schema = schema  # None: slots hold self-describing streams
 
     def pending(self) -> int:
         return self.ring.pending()
 
-    def read(self, i: int = 0) -> pa.RecordBatch:
-        """The i-th pending batch, zero-copy; valid until released."""
-        view = self.ring.peek(i)
-        if self.schema is None:
-            return frames.read_stream(view)
-        return frames.read_message(view, self.schema)
+    def read(self, i: int = 0) -> memoryview:
+        """The i-th pending slot's bytes, zero-copy; valid until released."""
+        return self.ring.peek(i)
 
     def release(self, count: int = 1) -> None:
         if self.ring.release(count) and self.producer_bell is not None:

@@ -1,21 +1,28 @@
-"""Arrow record batches in ring slots: the data schemas and their encode/decode.
+"""What travels in each ring: the Arrow schemas, and their codecs.
 
-Rings whose schema both ends know in advance (submit, response, model input) carry one
-encapsulated Arrow IPC record-batch message per slot, read back with the agreed schema
-(the message alone costs ~2 us to write and read; a full stream with its schema ~7 us).
-The model output ring carries a full Arrow IPC stream per slot, because only the model knows
-its output's dtype and width; its schema metadata also says whether the batch failed.
+Every slot holds standard Arrow IPC (any Arrow reader can decode a slot); the hot path writes
+and reads it with `schooner.ipc.arrow_lite` (struct + numpy, no per-message pyarrow calls).
 
-Reading is zero-copy: the returned arrays are views over the slot, valid until the slot is
-released. Writers copy each column buffer into the slot once.
+* submit ring (frontend -> scheduler): one encapsulated record-batch message of
+  `SUBMIT_SCHEMA`, one row per query.
+* response ring (scheduler -> frontend): one message of `RESPONSE_SCHEMA`, one row per query.
+* model input ring (scheduler -> model): one message of `model_input_schema(...)`: a single
+  tensor column (fixed-size list) for numeric inputs, binary/utf8 for bytes/strings.
+* model output ring (model -> scheduler): an Arrow IPC *stream* -- a schema message, then one
+  record batch with a `scores` column -- because only the model knows its output's dtype and
+  width. Schema messages are built once per (dtype, width) and cached at both ends. A failed
+  batch is a stream whose schema metadata carries ``error`` and which has no rows.
 """
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 import pyarrow as pa
 
-# frontend -> scheduler, one row per query
+from schooner.ipc.arrow_lite import FrameCodec, FrameError
+
 SUBMIT_SCHEMA = pa.schema(
     [
         ("query_id", pa.uint64()),
@@ -25,8 +32,8 @@ SUBMIT_SCHEMA = pa.schema(
     ]
 )
 
-# scheduler -> frontend, one row per query; `output` holds the JSON text of the answer's
-# "output" value when status is 200, else the error cause (utf-8)
+# `output`: JSON text of the answer's "output" when status is 200, else the error cause (utf-8).
+# `explanation`: why a default was answered; "" otherwise.
 RESPONSE_SCHEMA = pa.schema(
     [
         ("query_id", pa.uint64()),
@@ -57,89 +64,86 @@ def model_input_schema(input_type: str, input_shape: tuple[int, ...]) -> pa.Sche
     return pa.schema([("input", col)])
 
 
-def write_message(slot: memoryview, batch: pa.RecordBatch) -> int:
-    """Serialize `batch` (IPC message, no schema) into `slot`; returns bytes written.
-
-    Raises OverflowError when it does not fit.
-    """
-    buf = batch.serialize()
-    n = buf.size
-    if n > len(slot):
-        raise OverflowError(f"record batch of {n} bytes does not fit a slot of {len(slot)} bytes")
-    slot[:n] = memoryview(buf).cast("B")
-    return n
+def binary_column(chunks: list[bytes]) -> tuple[np.ndarray, bytes]:
+    """(int32 offsets, data) of a binary column: one join, no per-element Arrow calls."""
+    offsets = np.fromiter(accumulate(map(len, chunks), initial=0), np.int32, len(chunks) + 1)
+    return offsets, b"".join(chunks)
 
 
-def read_message(view: memoryview, schema: pa.Schema) -> pa.RecordBatch:
-    """Zero-copy record batch over a slot written by `write_message`."""
-    return pa.ipc.read_record_batch(pa.py_buffer(view), schema)
+def binary_items(offsets: np.ndarray, data: np.ndarray) -> list[bytes]:
+    """The byte strings of a binary column read by `FrameCodec.read` (copies each item)."""
+    blob = data.tobytes()
+    base = int(offsets[0])
+    o = (offsets - base).tolist()
+    return [blob[o[i] : o[i + 1]] for i in range(len(o) - 1)]
 
 
-def write_stream(slot: memoryview, batch: pa.RecordBatch) -> int:
-    """Write `batch` as a self-describing IPC stream (schema + batch) into `slot`."""
-    sink = pa.FixedSizeBufferWriter(pa.py_buffer(slot))
-    try:
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise OverflowError(f"record batch does not fit a slot of {len(slot)} bytes") from e
-    return sink.tell()
+class ScoresCodec:
+    """Model output stream: cached schema message + record batch. One per process (not global)."""
 
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, int], tuple[bytes, FrameCodec]] = {}
+        self._by_bytes: dict[bytes, FrameCodec] = {}
 
-def read_stream(view: memoryview) -> pa.RecordBatch:
-    """Zero-copy record batch over a slot written by `write_stream` (schema metadata kept)."""
-    reader = pa.ipc.open_stream(pa.py_buffer(view))
-    batch = reader.read_next_batch()
-    return batch
+    @staticmethod
+    def normalize(scores, n: int) -> np.ndarray:
+        """The scores as a 1-D or 2-D array of n rows in a wire dtype; ValueError otherwise."""
+        if hasattr(scores, "detach"):  # a torch tensor
+            scores = scores.detach().cpu().numpy()
+        arr = np.asarray(scores)
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise ValueError(f"predict returned shape {arr.shape}; expected ({n},) or ({n}, k) for a batch of {n}")
+        kind = arr.dtype.kind
+        if kind == "f":
+            arr = arr.astype(np.float32 if arr.dtype.itemsize <= 4 else np.float64, copy=False)
+        elif kind in "iu":
+            arr = arr.astype(np.int64, copy=False)
+        elif kind == "b":
+            arr = arr.astype(np.uint8)
+        else:
+            raise ValueError(f"predict returned {arr.dtype} values; expected numbers or booleans")
+        if arr.ndim > 2:
+            arr = arr.reshape(n, -1)
+        return arr
 
+    def write(self, slot: memoryview, arr: np.ndarray) -> int:
+        """Write normalized scores as a stream into `slot`; returns bytes written."""
+        width = arr.shape[1] if arr.ndim == 2 else 0
+        key = (arr.dtype.str, width)
+        entry = self._by_key.get(key)
+        if entry is None:
+            t = pa.from_numpy_dtype(arr.dtype)
+            schema = pa.schema([("scores", pa.list_(t, width) if width else t)])
+            entry = (schema.serialize().to_pybytes(), FrameCodec(schema))
+            self._by_key[key] = entry
+        head, codec = entry
+        if len(head) > len(slot):
+            raise OverflowError(f"scores do not fit a slot of {len(slot)} bytes")
+        slot[: len(head)] = head
+        return len(head) + codec.write(slot[len(head) :], arr.shape[0], [arr])
 
-_BINARY = pa.binary()
+    @staticmethod
+    def write_error(slot: memoryview, message: str) -> int:
+        """A failed batch: a stream whose schema metadata says why, with no record batch."""
+        schema = pa.schema([("scores", pa.float32())], metadata={"error": message[:4000]})
+        head = schema.serialize().to_pybytes()
+        slot[: len(head)] = head
+        return len(head)
 
-
-def binary_array(chunks: list[bytes], type: pa.DataType = _BINARY) -> pa.Array:
-    """A binary (or utf-8 string) array from byte strings: one join and one cumsum."""
-    offsets = np.zeros(len(chunks) + 1, dtype=np.int32)
-    np.cumsum([len(c) for c in chunks], out=offsets[1:])
-    data = b"".join(chunks)
-    return pa.Array.from_buffers(
-        type, len(chunks), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
-
-
-def binary_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets int32[n+1], data uint8) views of a binary/string array without copying."""
-    _, off_buf, data_buf = arr.buffers()
-    off = np.frombuffer(off_buf, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-    return off, data
-
-
-def tensor_batch(schema: pa.Schema, rows: np.ndarray) -> pa.RecordBatch:
-    """Model-input record batch over a C-contiguous (n, width) array (no copy until written)."""
-    col_type = schema.field("input").type
-    flat = pa.array(rows.reshape(-1), type=col_type.value_type)
-    return pa.record_batch([pa.FixedSizeListArray.from_arrays(flat, col_type.list_size)], schema=schema)
-
-
-def tensor_view(batch: pa.RecordBatch, shape: tuple[int, ...], slot: memoryview | None = None) -> np.ndarray:
-    """Zero-copy numpy view (n, *shape) of a model-input batch's tensor column.
-
-    With `slot` (the writable slot the batch was read from) the view is writable: the model
-    owns its batch until it returns, and frameworks that insist on writable arrays
-    (torch.from_numpy) then take it without a copy. Without it the view is read-only.
-    """
-    col = batch.column(0)
-    n = len(col)
-    values = col.values
-    dtype = np.dtype(values.type.to_pandas_dtype())
-    vbuf = values.buffers()[1]
-    count = n * col.type.list_size
-    start = values.offset * dtype.itemsize
-    if slot is not None and not slot.readonly:
-        base = np.frombuffer(slot, dtype=np.uint8)
-        off = vbuf.address - base.ctypes.data + start
-        if 0 <= off and off + count * dtype.itemsize <= len(base):
-            flat = base[off : off + count * dtype.itemsize].view(dtype)
-            return flat.reshape((n, *shape)) if shape else flat
-    flat = np.frombuffer(vbuf, dtype=dtype, count=count, offset=start)
-    return flat.reshape((n, *shape)) if shape else flat.reshape(n)
+    def read(self, view: memoryview) -> tuple[np.ndarray | None, str | None]:
+        """(scores, None) or (None, error message) of one output slot; scores view the slot."""
+        meta = int.from_bytes(view[4:8], "little")
+        if view[:4] != b"\xff\xff\xff\xff" or meta <= 0:
+            raise FrameError("model output slot does not start with a schema message")
+        head = bytes(view[: 8 + meta])
+        codec = self._by_bytes.get(head)
+        if codec is None:
+            schema = pa.ipc.read_schema(pa.py_buffer(head))
+            md = schema.metadata or {}
+            if b"error" in md:
+                return None, md[b"error"].decode(errors="replace")
+            codec = FrameCodec(schema)
+            if len(self._by_bytes) < 64:
+                self._by_bytes[head] = codec
+        _, (scores,) = codec.read(view[8 + meta :])
+        return scores, None

@@ -19,7 +19,6 @@ import importlib
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
 
 
 class ModelLoadError(RuntimeError):
@@ -60,33 +59,3 @@ class ModelRunner:
 
     def predict(self, batch) -> np.ndarray:
         return self._predict(batch)
-
-
-def scores_batch(scores, n: int) -> pa.RecordBatch:
-    """Arrow batch with column ``scores``: (n,) values or (n, k) fixed-size lists.
-
-    Raises ValueError (naming what was expected) when the model's answer has the wrong shape.
-    """
-    if hasattr(scores, "detach"):  # torch tensor
-        scores = scores.detach().cpu().numpy()
-    arr = np.asarray(scores)
-    if arr.ndim == 0 or arr.shape[0] != n:
-        raise ValueError(f"predict returned shape {arr.shape}; expected ({n},) or ({n}, k) for a batch of {n}")
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    elif arr.dtype.kind in "iu":
-        arr = arr.astype(np.int64, copy=False)
-    elif arr.dtype.kind in "OUS":
-        arr = arr.astype(str)
-    if arr.ndim == 1:
-        col = pa.array(arr)
-    else:
-        flat = np.ascontiguousarray(arr.reshape(n, -1))
-        col = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-    return pa.record_batch([col], names=["scores"])
-
-
-def error_batch(message: str) -> pa.RecordBatch:
-    """Zero-row batch whose schema metadata carries the failure cause."""
-    schema = pa.schema([("scores", pa.float32())], metadata={"error": message})
-    return pa.record_batch([pa.array([], pa.float32())], schema=schema)

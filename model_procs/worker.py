@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 
 from schooner.engine.spawn import ModelArgs, setup_logging
 from schooner.ipc import frames, protocol
+from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
 from schooner.ipc.shm import Segment
-from schooner.model_procs.runner import ModelLoadError, ModelRunner, error_batch, scores_batch
+from schooner.model_procs.runner import ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,10 @@ class ModelProc:
         sched_bell = Doorbell(args.scheduler_bell_fd)
         numeric = frames.NUMPY_DTYPES[cfg.input_type] is not None
         self.numeric = numeric
-        self.inputs = RingReader(
-            Segment.attach(args.input_ring), sched_bell,
-            frames.model_input_schema(cfg.input_type, cfg.input_shape),
-        )
-        self.outputs = RingWriter(Segment.attach(args.output_ring), sched_bell, stream=True)
+        self.inputs = RingReader(Segment.attach(args.input_ring), sched_bell)
+        self.input_codec = FrameCodec(frames.model_input_schema(cfg.input_type, cfg.input_shape))
+        self.outputs = RingWriter(Segment.attach(args.output_ring), sched_bell)
+        self.scores = frames.ScoresCodec()
 
     def serve(self) -> int:
         fds = [self.bell.fileno(), self.ctrl.fileno()]
@@ -58,34 +57,40 @@ class ModelProc:
 
     def _one_batch(self) -> bool:
         reader = self.inputs
-        view = reader.ring.peek(0)
-        batch = frames.read_message(view, reader.schema)
-        n = batch.num_rows
-        t0 = time.perf_counter_ns()
+        view = reader.read(0)
+        n, (col,) = self.input_codec.read(view)
         try:
             if self.numeric:
-                x = frames.tensor_view(batch, self.cfg.input_shape, view)
+                x = col.reshape((n, *self.cfg.input_shape))  # a writable view of the slot
             else:
-                x = batch.column(0).to_pylist()
-            out = scores_batch(self.runner.predict(x), n)
+                x = frames.binary_items(*col)
+                if self.cfg.input_type == "strings":
+                    x = [b.decode() for b in x]
+            scores = self.scores.normalize(self.runner.predict(x), n)
+            error = None
         except Exception as e:  # the model's failure is this batch's answer, not ours
-            out = error_batch(f"{type(e).__name__}: {e}")
-        compute_ns = time.perf_counter_ns() - t0
-        x = batch = view = None  # the slot is ours until released; nothing may outlive that
+            scores, error = None, f"{type(e).__name__}: {e}"
+        x = col = view = None  # the slot is ours until released; nothing may outlive that
         reader.release(1)
-        out = out.replace_schema_metadata({**(out.schema.metadata or {}), b"compute_ns": str(compute_ns).encode()})
-        return self._write(out)
+        return self._write(scores, error)
 
-    def _write(self, out) -> bool:
+    def _write(self, scores, error: str | None) -> bool:
         writer = self.outputs
+        if error is None:
+            def encode(slot):
+                return self.scores.write(slot, scores)
+        else:
+            def encode(slot):
+                return self.scores.write_error(slot, error)
         try:
-            while not writer.try_write(out):  # full: the scheduler posts our bell when it frees a slot
+            while not writer.try_write(encode):  # full: the scheduler posts our bell when it frees a slot
                 ready = wait_any([self.bell.fileno(), self.ctrl.fileno()], None)
                 if self.ctrl.fileno() in ready and not self._control():
                     return False
                 self.bell.clear()
         except OverflowError as e:
-            writer.try_write(error_batch(f"{e}; raise output_slot_nbytes for model {self.cfg.name}"))
+            message = f"{e}; raise output_slot_nbytes for model {self.cfg.name}"
+            writer.try_write(lambda slot: self.scores.write_error(slot, message))
         writer.flush()
         return True
 

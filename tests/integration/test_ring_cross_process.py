@@ -9,22 +9,26 @@ import textwrap
 import pyarrow as pa
 import pytest
 
+from schooner.ipc import frames
+from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.channel import Doorbell, ProcessSentinel, RingReader, wait_any
 from schooner.ipc.ring import Ring, ring_nbytes
 from schooner.ipc.shm import Segment, list_segments, new_instance_id, segment_name
 
 PRODUCER = textwrap.dedent(
     """
-    import sys, pyarrow as pa
+    import sys, numpy as np, pyarrow as pa
+    from schooner.ipc import frames
+    from schooner.ipc.arrow_lite import FrameCodec
     from schooner.ipc.channel import Doorbell, RingWriter, wait_any
     from schooner.ipc.shm import Segment
     name, bell_fd, my_fd, count, hang = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
-    schema = pa.schema([("i", pa.int64()), ("s", pa.binary())])
+    codec = FrameCodec(pa.schema([("i", pa.int64()), ("s", pa.binary())]))
     w = RingWriter(Segment.attach(name), Doorbell(bell_fd))
     me = Doorbell(my_fd)
     for i in range(count):
-        batch = pa.record_batch([pa.array([i, -i]), pa.array([b"x" * (i % 50), b""])], schema=schema)
-        while not w.try_write(batch):
+        cols = [np.array([i, -i]), frames.binary_column([b"x" * (i % 50), b""])]
+        while not w.try_write(lambda slot: codec.write(slot, 2, cols)):
             w.flush()
             wait_any([me.fileno()], None)  # consumer posts when it frees a full ring
             me.clear()
@@ -34,6 +38,7 @@ PRODUCER = textwrap.dedent(
     """
 )
 SCHEMA = pa.schema([("i", pa.int64()), ("s", pa.binary())])
+CODEC = FrameCodec(SCHEMA)
 
 
 @pytest.fixture
@@ -57,7 +62,7 @@ def test_messages_arrive_in_order_with_backpressure(ring_segment):
     name, seg = ring_segment
     bell, producer_bell = Doorbell.create(), Doorbell.create()
     proc = spawn_producer(name, bell, producer_bell, 300)
-    reader = RingReader(seg, producer_bell, SCHEMA)
+    reader = RingReader(seg, producer_bell)
     got = []
     sentinel = ProcessSentinel(proc.pid)
     while len(got) < 300:
@@ -65,11 +70,13 @@ def test_messages_arrive_in_order_with_backpressure(ring_segment):
         bell.clear()
         n = reader.pending()
         for i in range(n):
-            b = reader.read(i)
-            got.append(b.column(0)[0].as_py())
-            assert b.column(0)[1].as_py() == -got[-1]
-            assert b.column(1)[0].as_py() == b"x" * (got[-1] % 50)
-            b = None
+            view = reader.read(i)
+            assert pa.ipc.read_record_batch(pa.py_buffer(view), SCHEMA).num_rows == 2  # real Arrow IPC
+            _, (ints, blobs) = CODEC.read(view)
+            got.append(int(ints[0]))
+            assert int(ints[1]) == -got[-1]
+            assert frames.binary_items(*blobs) == [b"x" * (got[-1] % 50), b""]
+            ints = blobs = view = None
         reader.release(n)
         if not n and not sentinel.alive():
             break
@@ -85,7 +92,7 @@ def test_a_dead_producer_is_detected_not_waited_on(ring_segment):
     bell, producer_bell = Doorbell.create(), Doorbell.create()
     proc = spawn_producer(name, bell, producer_bell, 2, hang=True)
     sentinel = ProcessSentinel(proc.pid)
-    reader = RingReader(seg, producer_bell, SCHEMA)
+    reader = RingReader(seg, producer_bell)
     seen = 0
     while seen < 2:
         wait_any([bell.fileno()], 30)

@@ -1,0 +1,94 @@
+"""arrow_lite writes real Arrow IPC messages (pyarrow reads them) and reads pyarrow's."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schooner.ipc import frames
+from schooner.ipc.arrow_lite import FrameCodec, FrameError
+
+MIXED = pa.schema([
+    ("id", pa.uint64()), ("app", pa.uint16()), ("flag", pa.bool_()), ("x", pa.float64()),
+    ("blob", pa.binary()), ("text", pa.string()), ("t", pa.list_(pa.float32(), 3)),
+])  # fmt: skip
+
+
+def columns(rows):
+    ids = np.array([r[0] for r in rows], np.uint64)
+    blobs = [r[1] for r in rows]
+    off = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([len(b) for b in blobs], out=off[1:])
+    texts = [b.hex() for b in blobs]
+    toff = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([len(t) for t in texts], out=toff[1:])
+    t = np.arange(3 * len(rows), dtype=np.float32).reshape(len(rows), 3)
+    return [ids, ids.astype(np.uint16), ids % 2 == 1, ids * 0.5, (off, b"".join(blobs)),
+            (toff, "".join(texts).encode()), t]
+
+
+rows_st = st.lists(st.tuples(st.integers(0, 2**16 - 1), st.binary(max_size=20)), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows_st)
+def test_pyarrow_reads_what_arrow_lite_writes(rows):
+    codec = FrameCodec(MIXED)
+    slot = memoryview(bytearray(1 << 16))
+    n = codec.write(slot, len(rows), columns(rows))
+    batch = pa.ipc.read_record_batch(pa.py_buffer(slot[:n]), MIXED)
+    batch.validate(full=True)
+    assert batch.num_rows == len(rows)
+    assert batch.column("id").to_pylist() == [r[0] for r in rows]
+    assert batch.column("flag").to_pylist() == [r[0] % 2 == 1 for r in rows]
+    assert batch.column("blob").to_pylist() == [r[1] for r in rows]
+    assert batch.column("text").to_pylist() == [r[1].hex() for r in rows]
+    assert batch.column("t").to_pylist() == [[3 * i, 3 * i + 1, 3 * i + 2] for i in range(len(rows))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows_st)
+def test_arrow_lite_reads_what_pyarrow_writes(rows):
+    cols = columns(rows)
+    arrays = [
+        pa.array(cols[0]), pa.array(cols[1]), pa.array(cols[2]), pa.array(cols[3]),
+        pa.array([r[1] for r in rows], pa.binary()), pa.array([r[1].hex() for r in rows], pa.string()),
+        pa.FixedSizeListArray.from_arrays(pa.array(cols[6].reshape(-1)), 3),
+    ]  # fmt: skip
+    data = memoryview(pa.record_batch(arrays, schema=MIXED).serialize().to_pybytes())
+    n, got = FrameCodec(MIXED).read(data)
+    assert n == len(rows)
+    assert got[0].tolist() == cols[0].tolist() and got[2].tolist() == cols[2].tolist()
+    off, blob = got[4]
+    assert [blob[off[i] - off[0] : off[i + 1] - off[0]].tobytes() for i in range(n)] == [r[1] for r in rows]
+    assert np.array_equal(got[6], cols[6])
+
+
+def test_list_column_is_a_zero_copy_writable_view():
+    schema = frames.model_input_schema("floats", (2, 2))
+    codec = FrameCodec(schema)
+    buf = bytearray(4096)
+    slot = memoryview(buf)
+    codec.write(slot, 2, [np.arange(8, dtype=np.float32).reshape(2, 4)])
+    _, (t,) = codec.read(slot)
+    assert t.flags.writeable and t.shape == (2, 4)
+    t[0, 0] = 42  # writes through to the slot
+    assert codec.read(slot)[1][0][0, 0] == 42
+
+
+def test_refuses_garbage_and_wrong_schema():
+    codec = FrameCodec(frames.SUBMIT_SCHEMA)
+    with pytest.raises(FrameError):
+        codec.read(memoryview(b"\x00" * 64))
+    other = FrameCodec(pa.schema([("x", pa.int64())]))
+    slot = memoryview(bytearray(4096))
+    other.write(slot, 1, [np.array([1])])
+    with pytest.raises(FrameError, match="schema expects"):
+        codec.read(slot)
+
+
+def test_overflow_is_reported():
+    codec = FrameCodec(pa.schema([("x", pa.int64())]))
+    with pytest.raises(OverflowError):
+        codec.write(memoryview(bytearray(100)), 100, [np.arange(100)])
