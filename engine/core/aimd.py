@@ -80,7 +80,9 @@ class AimdController:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, not {max_batch_size}")
         if fixed_batch_size != ADAPTIVE and fixed_batch_size < 1:
-            raise ValueError(f"fixed_batch_size must be >= 1 or -1 (adaptive), not {fixed_batch_size}")
+            raise ValueError(
+                f"fixed_batch_size must be >= 1 or -1 (adaptive), not {fixed_batch_size}"
+            )
         self.config = config
         self.max_batch_size = max_batch_size
         self.fixed_batch_size = fixed_batch_size
