@@ -45,6 +45,11 @@ class ModelConfig:
     device: str = "cpu"
     output_slot_nbytes: int = 4 * MIB
     init_args: dict = field(default_factory=dict)  # keyword arguments for the model class
+    batch_size: int = -1  # > 0: fixed batch size; -1: adaptive (AIMD), as in Clipper
+    batch_wait_timeout_micros: int = 0  # delayed batching
+    aimd_additive_step: int = 2
+    aimd_backoff_factor: float = 0.9
+    aimd_target_fraction: float = 0.9
 
     @property
     def input_width(self) -> int:
@@ -63,6 +68,7 @@ class AppConfig:
     latency_slo_micros: int
     default_output: str
     models: tuple[str, ...]
+    cache: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,7 @@ class ServerConfig:
     submit_slot_nbytes: int = 4 * MIB
     response_slots: int = 8
     response_slot_nbytes: int = 4 * MIB
+    cache_nbytes: int = 32 * MIB
     ready_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
     source: str = "<built-in>"
@@ -193,7 +200,18 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
             device=t.get("device", str, "a device string like \"cpu\" or \"cuda:0\"", "cpu"),
             output_slot_nbytes=t.positive("output_slot_nbytes", 4 * MIB, minimum=4096),
             init_args=t.get("init_args", dict, "a table of keyword arguments for the model class", {}),
+            batch_size=t.get("batch_size", int, "-1 (adaptive) or a fixed batch size >= 1", -1),
+            batch_wait_timeout_micros=t.positive("batch_wait_timeout_micros", 0, minimum=0),
+            aimd_additive_step=t.positive("aimd_additive_step", 2),
+            aimd_backoff_factor=float(t.get("aimd_backoff_factor", (int, float), "a number in (0, 1)", 0.9)),
+            aimd_target_fraction=float(t.get("aimd_target_fraction", (int, float), "a number in (0, 1]", 0.9)),
         )
+        if m.batch_size == 0 or m.batch_size < -1:
+            raise t.fail("batch_size", "-1 (adaptive) or a fixed batch size >= 1", m.batch_size)
+        if not 0 < m.aimd_backoff_factor < 1:
+            raise t.fail("aimd_backoff_factor", "a number in (0, 1)", m.aimd_backoff_factor)
+        if not 0 < m.aimd_target_fraction <= 1:
+            raise t.fail("aimd_target_fraction", "a number in (0, 1]", m.aimd_target_fraction)
         if not _VERSION.match(m.version):
             raise t.fail("version", "a label of letters, digits, '-', '_', '.' (no ':' or ',')", m.version)
         if not re.fullmatch(r"cpu|cuda(:\d+)?", m.device):
@@ -219,6 +237,7 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
             latency_slo_micros=t.positive("latency_slo_micros", 100_000),
             default_output=str(default),
             models=tuple(linked),
+            cache=t.get("cache", bool, "true or false", True),
         )
         t.check_unknown()
         if any(o.name == a.name for o in apps):
@@ -246,6 +265,7 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         max_body_nbytes=server.positive("max_body_nbytes", 16 * MIB),
         submit_slot_nbytes=server.positive("submit_slot_nbytes", 4 * MIB, minimum=4096),
         response_slot_nbytes=server.positive("response_slot_nbytes", 4 * MIB, minimum=4096),
+        cache_nbytes=server.positive("cache_nbytes", 32 * MIB, minimum=0),
         ready_timeout_s=float(server.get("ready_timeout_s", (int, float), "a number of seconds", 120.0)),
         python_path=tuple(server.get("python_path", list, "a list of directories", [])),
     )

@@ -22,9 +22,11 @@ import numpy as np
 import orjson
 
 from schooner.engine.config import ServerConfig
+from schooner.engine.core.aimd import AimdConfig
+from schooner.engine.core.cache import input_digest
 from schooner.engine.core.scheduler import (
     AppRoute,
-    ModelLimits,
+    ModelSpec,
     Query,
     Respond,
     SchedulerCore,
@@ -33,12 +35,14 @@ from schooner.engine.core.scheduler import (
 from schooner.engine.spawn import SchedulerArgs, setup_logging
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
+from schooner.ipc.board import Board
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
 from schooner.ipc.shm import Segment
 
 log = logging.getLogger(__name__)
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
+PUBLISH_INTERVAL_NS = 100_000_000
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
 
 
@@ -56,11 +60,25 @@ def build_core(config: ServerConfig) -> SchedulerCore:
         AppRoute(
             model=config.model_index(a.models[0]) if a.models else None,
             default_json=default_json(a.default_output),
+            slo_ns=a.latency_slo_micros * 1000,
+            cache=a.cache and config.cache_nbytes > 0,
+            name=a.name,
         )
         for a in config.apps
     ]
-    models = [ModelLimits(m.max_batch_size, m.replicas) for m in config.models]
-    return SchedulerCore(apps, models)
+    models = [
+        ModelSpec(
+            max_batch_size=m.max_batch_size,
+            replicas=m.replicas,
+            version=m.version,
+            batch_size=m.batch_size,
+            batch_wait_ns=m.batch_wait_timeout_micros * 1000,
+            aimd=AimdConfig(m.aimd_additive_step, m.aimd_backoff_factor, m.aimd_target_fraction),
+            name=m.name,
+        )
+        for m in config.models
+    ]
+    return SchedulerCore(apps, models, cache_nbytes=config.cache_nbytes)
 
 
 def render_outputs(scores: np.ndarray) -> list[bytes]:
@@ -131,6 +149,13 @@ class SchedulerProc:
         self.input_codecs = [FrameCodec(frames.model_input_schema(m.input_type, m.input_shape)) for m in cfg.models]
         self.scores = frames.ScoresCodec()
         self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
+        # per app: (dtype str, shape) for the input digest, or None when the app does not cache
+        self.digest_of = [
+            (str(frames.NUMPY_DTYPES[a.input_type] or a.input_type), a.input_shape) if r.cache else None
+            for a, r in zip(cfg.apps, self.core.apps, strict=True)
+        ]
+        self.board = Board(Segment.attach(args.metrics_board).buf)
+        self.published_ns = 0
         self.running = True
 
     # -- the loop ---------------------------------------------------------------------------
@@ -150,7 +175,16 @@ class SchedulerProc:
             self._drain_submits()
             self._execute(core.poll(time.monotonic_ns()))
             self._flush_responses()
+            now = time.monotonic_ns()
+            if now - self.published_ns > PUBLISH_INTERVAL_NS or core.next_wakeup(now) is None:
+                self._publish(now)
         return 0
+
+    def _publish(self, now_ns: int) -> None:
+        """Metrics snapshot for /metrics: at most every PUBLISH_INTERVAL_NS under load, and
+        whenever the scheduler is about to idle (so an idle server's numbers are exact)."""
+        self.published_ns = now_ns
+        self.board.publish(self.core.metrics.render().encode())
 
     def _control(self) -> None:
         while True:
@@ -173,7 +207,7 @@ class SchedulerProc:
             self.replicas[msg.model][msg.replica] = None
             for ring in rings:
                 ring.close()
-        self.core.replica_down(msg.model, msg.replica)
+        self.core.replica_down(msg.model, msg.replica, time.monotonic_ns())
         log.warning(
             "model %s replica %d exited (code %d); its queries are retried",
             self.cfg.models[msg.model].label, msg.replica, msg.exit_code,
@@ -191,6 +225,8 @@ class SchedulerProc:
 
     def _drain_submits(self) -> None:
         submit = self.core.submit
+        digest_of = self.digest_of
+        now = time.monotonic_ns()
         for fi, reader in enumerate(self.submits):
             n = reader.pending()
             for i in range(n):
@@ -198,7 +234,10 @@ class SchedulerProc:
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
                 bounds = (off - off[0]).tolist()
                 for j, qid, app, deadline in zip(range(rows), ids.tolist(), apps.tolist(), deadlines.tolist(), strict=True):
-                    submit(Query(fi, qid, app, deadline, data[bounds[j] : bounds[j + 1]]))
+                    payload = data[bounds[j] : bounds[j + 1]]
+                    d = digest_of[app]
+                    digest = input_digest(payload, d[0], d[1]) if d is not None else None
+                    submit(Query(fi, qid, app, deadline, payload, digest), now)
             if n:
                 reader.release(n)
 
@@ -212,10 +251,11 @@ class SchedulerProc:
         n = reader.pending()
         for i in range(n):
             scores, error = self.scores.read(reader.read(i))
+            now = time.monotonic_ns()
             if error is not None:
-                self.core.batch_done(mi, ri, None, error)
+                self.core.batch_done(mi, ri, None, error, now)
             else:
-                self.core.batch_done(mi, ri, render_outputs(scores))
+                self.core.batch_done(mi, ri, render_outputs(scores), None, now)
             scores = None
         if n:
             reader.release(n)
@@ -249,10 +289,10 @@ class SchedulerProc:
         try:
             written = rings is not None and rings[0].try_write(lambda slot: codec.write(slot, n, [column]))
         except OverflowError as e:
-            self.core.batch_done(a.model, a.replica, None, f"{e}: the batch does not fit the model's input slot")
+            self.core.batch_done(a.model, a.replica, None, f"{e}: the batch does not fit the model's input slot", time.monotonic_ns())
             return
         if not written:  # cannot happen with one batch in flight per replica; fail loudly, not silently
-            self.core.batch_done(a.model, a.replica, None, "model input ring unavailable")
+            self.core.batch_done(a.model, a.replica, None, "model input ring unavailable", time.monotonic_ns())
 
     def _flush_responses(self) -> None:
         for fi, box in enumerate(self.outboxes):

@@ -28,6 +28,7 @@ class FrontendArgs:
     submit_ring: str
     response_ring: str
     listen_fd: int  # the SO_REUSEPORT socket bound by the supervisor
+    metrics_boards: tuple[str, ...]  # every process's published metrics: scheduler, then frontends
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class SchedulerArgs:
     submit_rings: tuple[str, ...]
     response_rings: tuple[str, ...]
     model_bell_fds: tuple[tuple[int, ...], ...]  # [model][replica]
+    metrics_board: str
 
 
 @dataclass(frozen=True, slots=True)

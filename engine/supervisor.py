@@ -30,6 +30,7 @@ from enum import IntEnum
 from schooner.engine.config import ServerConfig
 from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode_args
 from schooner.ipc import protocol
+from schooner.ipc.board import board_nbytes
 from schooner.ipc.channel import Doorbell, ProcessSentinel, wait_any
 from schooner.ipc.ring import Ring, ring_nbytes
 from schooner.ipc.shm import Segment, new_instance_id, segment_name, sweep_stale
@@ -37,6 +38,7 @@ from schooner.ipc.shm import Segment, new_instance_id, segment_name, sweep_stale
 log = logging.getLogger(__name__)
 
 MODEL_SLOTS = 2
+METRICS_BOARD_NBYTES = 1 << 20
 STOP_TIMEOUT_S = 5.0
 RESPAWN_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -136,6 +138,12 @@ class Supervisor:
         seg.close()  # the supervisor only owns the name; children map it
         return name
 
+    def _segment(self, purpose: str, nbytes: int) -> str:
+        name = segment_name(self.instance, purpose)
+        Segment.create(name, nbytes).close()
+        self.segments.add(name)
+        return name
+
     def _unlink(self, name: str) -> None:
         from schooner.ipc.shm import unlink_segment
 
@@ -218,13 +226,15 @@ class Supervisor:
         self.model_bells = [[self._bell() for _ in range(m.replicas)] for m in cfg.models]
         submits = [self._ring(f"fe{i}-submit", cfg.submit_slots, cfg.submit_slot_nbytes) for i in range(cfg.frontends)]
         responses = [self._ring(f"fe{i}-response", cfg.response_slots, cfg.response_slot_nbytes) for i in range(cfg.frontends)]
+        board = self._segment("metrics-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
+        boards = (board, *(self._segment(f"metrics-fe{i}", board_nbytes(METRICS_BOARD_NBYTES)) for i in range(cfg.frontends)))
 
         model_fds = [b.fd for row in self.model_bells for b in row]
         self.scheduler = self._spawn(
             protocol.Role.SCHEDULER, "scheduler",
             lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, tuple(b.fd for b in fe_bells),
                                      tuple(submits), tuple(responses),
-                                     tuple(tuple(b.fd for b in row) for row in self.model_bells)),
+                                     tuple(tuple(b.fd for b in row) for row in self.model_bells), board),
             [self.sched_bell.fd, *(b.fd for b in fe_bells), *model_fds],
         )
         for mi, m in enumerate(cfg.models):
@@ -236,7 +246,7 @@ class Supervisor:
             self._spawn(
                 protocol.Role.FRONTEND, f"frontend[{i}]",
                 lambda fd, i=i, sock=sock: FrontendArgs(i, cfg, fd, fe_bells[i].fd, self.sched_bell.fd,
-                                                        submits[i], responses[i], sock.fileno()),
+                                                        submits[i], responses[i], sock.fileno(), boards),
                 [fe_bells[i].fd, self.sched_bell.fd, sock.fileno()],
             )
         self._await_ready([c for c in self.children if not c.ready])

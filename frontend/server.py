@@ -25,6 +25,7 @@ import httptools
 import orjson
 import uvloop
 
+from schooner.engine.core.metrics import MetricSet, merge_texts
 from schooner.engine.spawn import FrontendArgs, setup_logging
 from schooner.frontend.codec import (
     InputCodec,
@@ -35,6 +36,7 @@ from schooner.frontend.codec import (
 )
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
+from schooner.ipc.board import Board
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter
 from schooner.ipc.shm import Segment
 
@@ -44,12 +46,13 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method No
             413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
-_ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
+_ROW_OVERHEAD = 64
+PUBLISH_INTERVAL_S = 0.25  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
 
 
-def http_response(status: int, body: bytes, keep_alive: bool, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n%s" % (
-        status, _REASONS.get(status, b"Unknown"), len(body), extra,
+def http_response(status: int, body: bytes, keep_alive: bool, content_type: bytes = b"application/json") -> bytes:
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        status, _REASONS.get(status, b"Unknown"), content_type, len(body),
         b"" if keep_alive else b"Connection: close\r\n", body,
     )
 
@@ -61,9 +64,10 @@ def error_body(kind: str, cause: str) -> bytes:
 class _Pending:
     """One predict request waiting for its queries' answers."""
 
-    __slots__ = ("conn", "slot", "batch", "outputs", "remaining", "error")
+    __slots__ = ("conn", "slot", "batch", "outputs", "remaining", "error", "start_ns")
 
-    def __init__(self, conn: HttpConnection, slot: list, n: int, batch: bool) -> None:
+    def __init__(self, conn: HttpConnection, slot: list, n: int, batch: bool, start_ns: int) -> None:
+        self.start_ns = start_ns
         self.conn = conn
         self.slot = slot
         self.batch = batch
@@ -105,6 +109,36 @@ class FrontendProc:
         self.draining = False
         self.stopped = asyncio.Event()
         self.connections: set[HttpConnection] = set()
+        # metrics: ours live, everyone's through the boards (ours is boards[1 + index])
+        self.boards = [Board(Segment.attach(name).buf) for name in args.metrics_boards]
+        self.own_board = self.boards[1 + args.index]
+        self.metrics = MetricSet()
+        fe = str(args.index)
+        self.m_duration = self.metrics.histogram(
+            "schooner_http_request_duration_seconds", "Predict requests, from parsed to answered", frontend=fe)
+        self.m_status: dict[int, object] = {}
+        self.metrics_changed = False
+        self._fe_label = fe
+
+    def count_response(self, status: int) -> None:
+        c = self.m_status.get(status)
+        if c is None:
+            c = self.m_status[status] = self.metrics.counter(
+                "schooner_http_requests_total", "HTTP requests answered, by status code", frontend=self._fe_label, code=str(status))
+        c.value += 1
+        self.metrics_changed = True
+
+    def publish_metrics(self) -> None:
+        if self.metrics_changed:
+            self.metrics_changed = False
+            self.own_board.publish(self.metrics.render().encode())
+        self.loop.call_later(PUBLISH_INTERVAL_S, self.publish_metrics)
+
+    def metrics_text(self) -> bytes:
+        texts = []
+        for board in self.boards:
+            texts.append(self.metrics.render() if board is self.own_board else board.read().decode(errors="replace"))
+        return merge_texts(texts).encode()
 
     # -- queries in -------------------------------------------------------------------------
 
@@ -120,8 +154,9 @@ class FrontendProc:
         for e in encoded:
             if len(e) > self.max_query_nbytes:
                 raise RequestError(413, "payload too large", f"one query's input is {len(e)} bytes; the limit is {self.max_query_nbytes}")
-        pending = _Pending(conn, slot, len(encoded), is_batch)
-        deadline = time.monotonic_ns() + app.latency_slo_micros * 1000
+        now = time.monotonic_ns()
+        pending = _Pending(conn, slot, len(encoded), is_batch, now)
+        deadline = now + app.latency_slo_micros * 1000
         self.requests_inflight += 1
         for i, data in enumerate(encoded):
             qid = self.next_id
@@ -194,6 +229,7 @@ class FrontendProc:
         else:
             status = 200
             body = encode_batch(p.outputs) if p.batch else p.outputs[0]
+        self.m_duration.observe((time.monotonic_ns() - p.start_ns) / 1e9)
         p.conn.respond(p.slot, status, body)
 
     # -- control ----------------------------------------------------------------------------
@@ -318,18 +354,26 @@ class HttpConnection(asyncio.Protocol):
             self.body = []
             self.fe.submit_request(self, slot, parts[0], body)
             return
+        if path == "/metrics":
+            if method != b"GET":
+                raise _method_not_allowed("GET", path)
+            self.respond(slot, 200, self.fe.metrics_text(), content_type=b"text/plain; version=0.0.4")
+            return
         if path in ("/v2/health/live", "/v2/health/ready"):
             if method != b"GET":
                 raise _method_not_allowed("GET", path)
             ok = path.endswith("live") or not self.fe.draining
             self.respond(slot, 200 if ok else 503, b"" if ok else error_body("unavailable", "draining"))
             return
-        raise RequestError(404, "not found", f"no route for {path}; expected POST /<app>/predict or GET /v2/health/live|ready")
+        raise RequestError(404, "not found", f"no route for {path}; expected POST /<app>/predict, GET /metrics or GET /v2/health/live|ready")
 
-    def respond(self, slot: list, status: int, body: bytes, keep_alive: bool | None = None) -> None:
+    def respond(
+        self, slot: list, status: int, body: bytes, keep_alive: bool | None = None, content_type: bytes = b"application/json"
+    ) -> None:
         """Fill this request's place in line and write every response that is now in order."""
         slot[0] = True
-        slot[1] = http_response(status, body, not self.closing if keep_alive is None else keep_alive)
+        slot[1] = http_response(status, body, not self.closing if keep_alive is None else keep_alive, content_type)
+        self.fe.count_response(status)
         t = self.transport
         q = self.queue
         out = []
@@ -353,6 +397,7 @@ async def _serve(args: FrontendArgs) -> int:
     server = await loop.create_server(lambda: HttpConnection(fe), sock=sock, backlog=4096)
     loop.add_reader(fe.bell.fileno(), fe.on_bell)
     loop.add_reader(fe.ctrl.fileno(), fe.on_control)
+    fe.publish_metrics()
     protocol.send(fe.ctrl, protocol.Ready(protocol.Role.FRONTEND, f"frontend[{fe.index}]", os.getpid()))
     await fe.stopped.wait()
     server.close()

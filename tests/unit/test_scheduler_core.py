@@ -4,7 +4,7 @@ from schooner.engine.core.scheduler import (
     NO_MODEL_EXPLANATION,
     SLO_EXPLANATION,
     AppRoute,
-    ModelLimits,
+    ModelSpec,
     Query,
     Respond,
     SchedulerCore,
@@ -16,11 +16,12 @@ MS = 1_000_000
 
 def make_core(max_batch=4, replicas=1, linked=True):
     apps = [AppRoute(model=0 if linked else None, default_json=b"-1")]
-    return SchedulerCore(apps, [ModelLimits(max_batch, replicas)])
+    return SchedulerCore(apps, [ModelSpec(max_batch, replicas, batch_size=max_batch)])
 
 
-def q(i, deadline=100 * MS, app=0, frontend=0):
-    return Query(frontend, i, app, deadline, payload=b"x")
+def q(i, deadline=None, app=0, frontend=0):
+    """Query i; by default queries arriving later have later deadlines (same SLO)."""
+    return Query(frontend, i, app, 100 * MS + i if deadline is None else deadline, payload=b"x")
 
 
 def sends(actions):
