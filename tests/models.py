@@ -55,3 +55,15 @@ class PickyModel:
         if (flat[:, 0] < 0).any():
             raise ValueError("negative first feature")
         return flat.sum(axis=1)
+
+
+class LinearLatencyModel:
+    """Takes a + b*n seconds for a batch of n (a stand-in for a model whose cost is known
+    exactly, so a test can compute the batch size AIMD must find); answers row sums."""
+
+    def __init__(self, a_s: float, b_s: float) -> None:
+        self.a_s, self.b_s = a_s, b_s
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(self.a_s + self.b_s * len(batch))
+        return batch.reshape(len(batch), -1).sum(axis=1)
