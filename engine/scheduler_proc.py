@@ -23,7 +23,7 @@ import orjson
 
 from schooner.engine.config import ServerConfig
 from schooner.engine.core.aimd import AimdConfig
-from schooner.engine.core.cache import input_digest
+from schooner.engine.core.cache import digester
 from schooner.engine.core.scheduler import (
     AppRoute,
     ModelSpec,
@@ -149,9 +149,9 @@ class SchedulerProc:
         self.input_codecs = [FrameCodec(frames.model_input_schema(m.input_type, m.input_shape)) for m in cfg.models]
         self.scores = frames.ScoresCodec()
         self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
-        # per app: (dtype str, shape) for the input digest, or None when the app does not cache
+        # per app: its input digest function, or None when the app does not cache
         self.digest_of = [
-            (str(frames.NUMPY_DTYPES[a.input_type] or a.input_type), a.input_shape) if r.cache else None
+            digester(str(frames.NUMPY_DTYPES[a.input_type] or a.input_type), a.input_shape) if r.cache else None
             for a, r in zip(cfg.apps, self.core.apps, strict=True)
         ]
         self.board = Board(Segment.attach(args.metrics_board).buf)
@@ -236,7 +236,7 @@ class SchedulerProc:
                 for j, qid, app, deadline in zip(range(rows), ids.tolist(), apps.tolist(), deadlines.tolist(), strict=True):
                     payload = data[bounds[j] : bounds[j + 1]]
                     d = digest_of[app]
-                    digest = input_digest(payload, d[0], d[1]) if d is not None else None
+                    digest = d(payload) if d is not None else None
                     submit(Query(fi, qid, app, deadline, payload, digest), now)
             if n:
                 reader.release(n)

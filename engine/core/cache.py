@@ -84,6 +84,24 @@ def input_digest(data: bytes | memoryview, dtype: str, shape: tuple[int, ...]) -
     return h.digest()
 
 
+def digester(dtype: str, shape: tuple[int, ...]):
+    """`input_digest` with dtype and shape bound: hashes the header once, copies it per call."""
+    h = hashlib.blake2b(digest_size=DIGEST_NBYTES)
+    dt = dtype.encode()
+    h.update(_I64.pack(len(dt)))
+    h.update(dt)
+    h.update(_I64.pack(len(shape)))
+    for dim in shape:
+        h.update(_I64.pack(dim))
+
+    def digest(data) -> bytes:
+        c = h.copy()
+        c.update(data)
+        return c.digest()
+
+    return digest
+
+
 class CacheKey(NamedTuple):
     """What a cached output is keyed by.
 

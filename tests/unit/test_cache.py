@@ -256,3 +256,12 @@ def test_capacity_boundaries_are_exact():
         c.put(key(i), v)
     assert len(c) == 2 and c.evictions == 1 and key(0) not in c
     assert c.nbytes == 2 * cost(v)
+
+
+def test_digester_matches_input_digest():
+    from schooner.engine.core.cache import digester
+
+    d = digester("<f4", (2, 2))
+    data = bytes(range(16))
+    assert d(data) == input_digest(data, "<f4", (2, 2))
+    assert d(data) != digester("<i4", (2, 2))(data)
