@@ -285,3 +285,37 @@ def load_config(path: str, **overrides) -> ServerConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return parse_config(data, source=path, **overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a query can be addressed: an app (Clipper, or a V2 model named like the app), or
+    a model directly (V2 `/v2/models/{model}[/versions/{v}]`: cache and batching apply,
+    selection does not). The frontend and the scheduler both build this table from the same
+    config, so a route index means the same thing in both processes."""
+
+    name: str
+    model: int | None  # linked model, None for an app without one
+    input_type: str
+    input_shape: tuple[int, ...]
+    latency_slo_micros: int
+    default_output: str
+    cache: bool
+    is_app: bool
+
+
+DIRECT_MODEL_SLO_MICROS = 1_000_000
+
+
+def routes(config: ServerConfig) -> list[Route]:
+    """Apps in config order, then one direct route per model."""
+    out = [
+        Route(a.name, config.model_index(a.models[0]) if a.models else None, a.input_type, a.input_shape,
+              a.latency_slo_micros, a.default_output, a.cache and config.cache_nbytes > 0, True)
+        for a in config.apps
+    ]
+    for mi, m in enumerate(config.models):
+        slos = [a.latency_slo_micros for a in config.apps if m.name in a.models]
+        out.append(Route(m.name, mi, m.input_type, m.input_shape, min(slos) if slos else DIRECT_MODEL_SLO_MICROS,
+                         "null", config.cache_nbytes > 0, False))
+    return out

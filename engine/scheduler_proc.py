@@ -21,7 +21,7 @@ import time
 import numpy as np
 import orjson
 
-from schooner.engine.config import ServerConfig
+from schooner.engine.config import ServerConfig, routes
 from schooner.engine.core.aimd import AimdConfig
 from schooner.engine.core.cache import digester
 from schooner.engine.core.scheduler import (
@@ -58,13 +58,13 @@ def default_json(text: str) -> bytes:
 def build_core(config: ServerConfig) -> SchedulerCore:
     apps = [
         AppRoute(
-            model=config.model_index(a.models[0]) if a.models else None,
-            default_json=default_json(a.default_output),
-            slo_ns=a.latency_slo_micros * 1000,
-            cache=a.cache and config.cache_nbytes > 0,
-            name=a.name,
+            model=r.model,
+            default_json=default_json(r.default_output),
+            slo_ns=r.latency_slo_micros * 1000,
+            cache=r.cache,
+            name=r.name if r.is_app else f"model:{r.name}",
         )
-        for a in config.apps
+        for r in routes(config)
     ]
     models = [
         ModelSpec(
@@ -151,8 +151,8 @@ class SchedulerProc:
         self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
         # per app: its input digest function, or None when the app does not cache
         self.digest_of = [
-            digester(str(frames.NUMPY_DTYPES[a.input_type] or a.input_type), a.input_shape) if r.cache else None
-            for a, r in zip(cfg.apps, self.core.apps, strict=True)
+            digester(str(frames.NUMPY_DTYPES[r.input_type] or r.input_type), r.input_shape) if r.cache else None
+            for r in routes(cfg)
         ]
         self.board = Board(Segment.attach(args.metrics_board).buf)
         self.published_ns = 0

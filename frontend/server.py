@@ -20,8 +20,10 @@ import os
 import socket
 import time
 from collections import deque
+from itertools import accumulate
 
 import httptools
+import numpy as np
 import orjson
 import uvloop
 
@@ -50,9 +52,12 @@ _ROW_OVERHEAD = 64
 PUBLISH_INTERVAL_S = 0.25  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
 
 
-def http_response(status: int, body: bytes, keep_alive: bool, content_type: bytes = b"application/json") -> bytes:
-    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s" % (
-        status, _REASONS.get(status, b"Unknown"), content_type, len(body),
+def http_response(
+    status: int, body: bytes, keep_alive: bool, content_type: bytes = b"application/json", headers: bytes = b""
+) -> bytes:
+    """One whole HTTP/1.1 response; `headers` are extra header lines, each ending in CRLF."""
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s" % (
+        status, _REASONS.get(status, b"Unknown"), content_type, len(body), headers,
         b"" if keep_alive else b"Connection: close\r\n", body,
     )
 
@@ -64,16 +69,19 @@ def error_body(kind: str, cause: str) -> bytes:
 class _Pending:
     """One predict request waiting for its queries' answers."""
 
-    __slots__ = ("conn", "slot", "batch", "outputs", "remaining", "error", "start_ns")
+    __slots__ = ("conn", "slot", "batch", "outputs", "remaining", "error", "start_ns", "render")
 
-    def __init__(self, conn: HttpConnection, slot: list, n: int, batch: bool, start_ns: int) -> None:
+    def __init__(self, conn: HttpConnection, slot: list, n: int, batch: bool, start_ns: int, render=None) -> None:
         self.start_ns = start_ns
         self.conn = conn
         self.slot = slot
         self.batch = batch
-        self.outputs: list[bytes | None] = [None] * n
+        # Clipper: the encoded prediction per query; with `render`: (output JSON, default, explanation)
+        self.outputs: list = [None] * n
         self.remaining = n
         self.error: tuple[int, bytes] | None = None
+        # render(pending) -> (status, body, extra headers, content type) for other protocols
+        self.render = render
 
 
 class FrontendProc:
@@ -102,7 +110,8 @@ class FrontendProc:
         self.t_ids: list[int] = []
         self.t_apps: list[int] = []
         self.t_deadlines: list[int] = []
-        self.t_inputs: list[bytes] = []
+        self.t_chunks: list[bytes] = []  # input bytes; a chunk may hold several queries' rows
+        self.t_lens: list[int] = []  # one input length per query
         self.t_nbytes = 0
         self.flush_scheduled = False
         self.backlog: deque[tuple] = deque()  # sealed batches waiting for a free submit slot
@@ -119,6 +128,9 @@ class FrontendProc:
         self.m_status: dict[int, object] = {}
         self.metrics_changed = False
         self._fe_label = fe
+        from schooner.frontend.routes_v2 import V2Routes
+
+        self.v2 = V2Routes(self)
 
     def count_response(self, status: int) -> None:
         c = self.m_status.get(status)
@@ -143,6 +155,7 @@ class FrontendProc:
     # -- queries in -------------------------------------------------------------------------
 
     def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
+        """Clipper's POST /<app>/predict."""
         entry = self.apps.get(app_name)
         if entry is None:
             raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
@@ -156,19 +169,27 @@ class FrontendProc:
                 raise RequestError(413, "payload too large", f"one query's input is {len(e)} bytes; the limit is {self.max_query_nbytes}")
         now = time.monotonic_ns()
         pending = _Pending(conn, slot, len(encoded), is_batch, now)
-        deadline = now + app.latency_slo_micros * 1000
+        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, [len(e) for e in encoded])
+
+    def enqueue(self, pending: _Pending, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int]) -> None:
+        """Queue one request's queries (`lens` gives each query's share of `chunks`, in order)
+        for this tick's submit batch. Nothing can fail after this point: every query will be
+        answered by the scheduler."""
         self.requests_inflight += 1
-        for i, data in enumerate(encoded):
-            qid = self.next_id
-            self.next_id = qid + 1
-            self.inflight[qid] = (pending, i)
-            if self.t_nbytes + len(data) + _ROW_OVERHEAD > self.max_query_nbytes:
-                self._seal_tick()
-            self.t_ids.append(qid)
-            self.t_apps.append(app_idx)
-            self.t_deadlines.append(deadline)
-            self.t_inputs.append(data)
-            self.t_nbytes += len(data) + _ROW_OVERHEAD
+        inflight = self.inflight
+        qid = self.next_id
+        self.next_id = qid + len(lens)
+        nbytes = sum(lens) + _ROW_OVERHEAD * len(lens)
+        if self.t_nbytes + nbytes > self.max_query_nbytes:
+            self._seal_tick()
+        for i in range(len(lens)):
+            inflight[qid + i] = (pending, i)
+        self.t_ids.extend(range(qid, qid + len(lens)))
+        self.t_apps.extend([route] * len(lens))
+        self.t_deadlines.extend([deadline_ns] * len(lens))
+        self.t_chunks.extend(chunks)
+        self.t_lens.extend(lens)
+        self.t_nbytes += nbytes
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -176,10 +197,11 @@ class FrontendProc:
     def _seal_tick(self) -> None:
         if not self.t_ids:
             return
+        offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
         self.backlog.append(
-            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, frames.binary_column(self.t_inputs)])
+            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, (offsets, b"".join(self.t_chunks))])
         )
-        self.t_ids, self.t_apps, self.t_deadlines, self.t_inputs = [], [], [], []
+        self.t_ids, self.t_apps, self.t_deadlines, self.t_chunks, self.t_lens = [], [], [], [], []
         self.t_nbytes = 0
 
     def _flush(self) -> None:
@@ -211,7 +233,11 @@ class FrontendProc:
                     if p.error is None:
                         p.error = (st, error_body("model error", outputs[j].decode(errors="replace")))
                 else:
-                    p.outputs[k] = encode_prediction(qid, outputs[j], dflt, expl[j].decode() if dflt and expl else None)
+                    why = expl[j].decode() if dflt and expl else None
+                    if p.render is None:
+                        p.outputs[k] = encode_prediction(qid, outputs[j], dflt, why)
+                    else:
+                        p.outputs[k] = (outputs[j], dflt, why)
                 p.remaining -= 1
                 if p.remaining == 0:
                     self._complete(p)
@@ -224,13 +250,16 @@ class FrontendProc:
 
     def _complete(self, p: _Pending) -> None:
         self.requests_inflight -= 1
-        if p.error is not None:
+        headers, ctype = b"", b"application/json"
+        if p.render is not None:
+            status, body, headers, ctype = p.render(p)
+        elif p.error is not None:
             status, body = p.error
         else:
             status = 200
             body = encode_batch(p.outputs) if p.batch else p.outputs[0]
         self.m_duration.observe((time.monotonic_ns() - p.start_ns) / 1e9)
-        p.conn.respond(p.slot, status, body)
+        p.conn.respond(p.slot, status, body, content_type=ctype, headers=headers)
 
     # -- control ----------------------------------------------------------------------------
 
@@ -260,11 +289,12 @@ class HttpConnection(asyncio.Protocol):
     """One client connection: httptools callbacks, ordered responses, keep-alive."""
 
     __slots__ = ("fe", "transport", "parser", "url", "body", "body_nbytes", "too_large",
-                 "queue", "closing", "keep_alive")  # fmt: skip
+                 "queue", "closing", "keep_alive", "header_len")  # fmt: skip
 
     def __init__(self, fe: FrontendProc) -> None:
         self.fe = fe
         self.transport: asyncio.Transport | None = None
+        self.header_len: int | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.body: list[bytes] = []
@@ -300,6 +330,7 @@ class HttpConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.header_len = None
         self.url = b""
         self.body = []
         self.body_nbytes = 0
@@ -309,12 +340,18 @@ class HttpConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-length":
+        name = name.lower()
+        if name == b"content-length":
             try:
                 if int(value) > self.fe.cfg.max_body_nbytes:
                     self.too_large = True
             except ValueError:
                 pass
+        elif name == b"inference-header-content-length":
+            try:
+                self.header_len = int(value)
+            except ValueError:
+                self.header_len = -1  # refused by the V2 decoder with a clear message
 
     def on_body(self, body: bytes) -> None:
         if self.too_large:
@@ -354,6 +391,11 @@ class HttpConnection(asyncio.Protocol):
             self.body = []
             self.fe.submit_request(self, slot, parts[0], body)
             return
+        if parts and parts[0] == "v2" and path not in ("/v2/health/live", "/v2/health/ready"):
+            body = b"".join(self.body)
+            self.body = []
+            self.fe.v2.handle(self, slot, method, parts, body, self.header_len)
+            return
         if path == "/metrics":
             if method != b"GET":
                 raise _method_not_allowed("GET", path)
@@ -368,11 +410,12 @@ class HttpConnection(asyncio.Protocol):
         raise RequestError(404, "not found", f"no route for {path}; expected POST /<app>/predict, GET /metrics or GET /v2/health/live|ready")
 
     def respond(
-        self, slot: list, status: int, body: bytes, keep_alive: bool | None = None, content_type: bytes = b"application/json"
+        self, slot: list, status: int, body: bytes, keep_alive: bool | None = None,
+        content_type: bytes = b"application/json", headers: bytes = b"",
     ) -> None:
         """Fill this request's place in line and write every response that is now in order."""
         slot[0] = True
-        slot[1] = http_response(status, body, not self.closing if keep_alive is None else keep_alive, content_type)
+        slot[1] = http_response(status, body, not self.closing if keep_alive is None else keep_alive, content_type, headers)
         self.fe.count_response(status)
         t = self.transport
         q = self.queue

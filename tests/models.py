@@ -67,3 +67,10 @@ class LinearLatencyModel:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         time.sleep(self.a_s + self.b_s * len(batch))
         return batch.reshape(len(batch), -1).sum(axis=1)
+
+
+class StringLengths:
+    """For `strings` apps: the length of each string (batch is a list of str)."""
+
+    def predict(self, batch: list[str]) -> np.ndarray:
+        return np.array([len(s) for s in batch], dtype=np.int64)

@@ -1,0 +1,264 @@
+"""Open Inference Protocol routes (`/v2/...`) of a frontend process.
+
+Addressing: `/v2/models/{name}` is the app of that name if there is one (its SLO, default
+output and cache apply), else the current version of the model of that name;
+`/v2/models/{name}/versions/{v}` always addresses version v of model `name` directly (cache
+and batching apply, selection does not). Each app and model has one input named ``input`` and
+one output named ``output``.
+
+A V2 request of shape [N, ...] becomes N queries, batched with everything else; its answer is
+one output tensor of N rows. Rows answered with the app's default output (SLO missed) are
+counted in the response's ``parameters.schooner_defaults`` with ``default_explanation``; when
+the default cannot stand in for a row (another shape), the request fails with 503 and that
+explanation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+
+from schooner.engine.config import routes
+from schooner.frontend.v2 import (
+    APP_DATATYPE,
+    DATATYPES,
+    TRITON_TYPE,
+    InferInput,
+    InferRequest,
+    V2Error,
+    _bytes_items,
+    decode_infer,
+    encode_infer_response,
+    rows_to_tensor,
+    to_app_rows,
+)
+
+SERVER_NAME = "schooner"
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+_JSON = b"application/json"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("schooner")
+    except Exception:  # not installed as a distribution (running from a source tree)
+        return "0"
+
+
+class V2Routes:
+    def __init__(self, fe) -> None:
+        self.fe = fe
+        cfg = fe.cfg
+        self.cfg = cfg
+        self.routes = routes(cfg)
+        n_apps = len(cfg.apps)
+        self.direct = {m.name: n_apps + mi for mi, m in enumerate(cfg.models)}
+        self.by_name = dict(self.direct)
+        self.by_name.update({a.name: i for i, a in enumerate(cfg.apps)})
+        self.server_meta = orjson.dumps({"name": SERVER_NAME, "version": _version(), "extensions": EXTENSIONS})
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, conn, slot: list, method: bytes, parts: list[str], body: bytes, header_len: int | None) -> None:
+        """Answer one `/v2/...` request (health is handled by the caller)."""
+        try:
+            self._handle(conn, slot, method, parts, body, header_len)
+        except V2Error as e:
+            conn.respond(slot, e.status, e.body())
+
+    def _handle(self, conn, slot, method, parts, body, header_len) -> None:
+        if parts == ["v2"]:
+            _expect(method, b"GET", "/v2")
+            conn.respond(slot, 200, self.server_meta)
+            return
+        if len(parts) >= 2 and parts[1] == "cudasharedmemory":
+            # no CUDA here: nothing is ever registered; perf_analyzer unregisters even in system mode
+            if parts[-1] == "status":
+                conn.respond(slot, 200, b"[]")
+            elif parts[-1] == "unregister" and method == b"POST":
+                conn.respond(slot, 200, b"{}")
+            else:
+                raise V2Error(501, "CUDA shared memory is not supported by this server")
+            return
+        if len(parts) >= 2 and parts[1] == "systemsharedmemory":
+            raise V2Error(501, "system shared memory is not supported by this server yet")
+        if len(parts) < 3 or parts[1] != "models":
+            raise V2Error(404, f"no route for /{'/'.join(parts)}")
+        name = parts[2]
+        rest = parts[3:]
+        version = None
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise V2Error(404, "expected /v2/models/{name}/versions/{version}")
+            version = rest[1]
+            rest = rest[2:]
+        ri = self._resolve(name, version)
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in ("", "ready", "config", "infer", "stats"):
+            raise V2Error(404, f"no route for /{'/'.join(parts)}")
+        if action == "infer":
+            _expect(method, b"POST", "infer")
+            self._infer(conn, slot, ri, name, body, header_len)
+            return
+        _expect(method, b"GET", action or "model metadata")
+        if action == "":
+            conn.respond(slot, 200, orjson.dumps(self._metadata(ri, name)))
+        elif action == "ready":
+            ok = not self.fe.draining and self._model_of(ri) is not None
+            conn.respond(slot, 200 if ok else 503, b"" if ok else orjson.dumps({"error": f"{name} is not ready"}))
+        elif action == "config":
+            conn.respond(slot, 200, orjson.dumps(self._config(ri, name)))
+        else:
+            raise V2Error(501, "the statistics extension is not available on this server")
+
+    def _resolve(self, name: str, version: str | None) -> int:
+        if version is not None:
+            ri = self.direct.get(name)
+            if ri is None:
+                raise V2Error(404, f"unknown model '{name}'")
+            m = self.cfg.models[self.routes[ri].model]
+            if version != m.version:
+                raise V2Error(404, f"unknown version '{version}' of model '{name}'; available: {m.version}")
+            return ri
+        ri = self.by_name.get(name)
+        if ri is None:
+            raise V2Error(404, f"unknown model '{name}'; known: {sorted(self.by_name)}")
+        return ri
+
+    def _model_of(self, ri: int):
+        mi = self.routes[ri].model
+        return None if mi is None else self.cfg.models[mi]
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _metadata(self, ri: int, name: str) -> dict:
+        r = self.routes[ri]
+        m = self._model_of(ri)
+        shape = [-1, *r.input_shape] if r.input_shape else [-1]
+        return {
+            "name": name,
+            "versions": [m.version] if m is not None else [],
+            "platform": SERVER_NAME,
+            "inputs": [{"name": INPUT_NAME, "datatype": APP_DATATYPE[r.input_type], "shape": shape}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, -1]}],
+        }
+
+    def _config(self, ri: int, name: str) -> dict:
+        r = self.routes[ri]
+        m = self._model_of(ri)
+        max_batch = m.max_batch_size if m is not None else 0
+        cfg = {
+            "name": name,
+            "platform": SERVER_NAME,
+            "backend": "python",
+            "max_batch_size": max_batch,
+            "input": [{"name": INPUT_NAME, "data_type": TRITON_TYPE[APP_DATATYPE[r.input_type]],
+                       "dims": list(r.input_shape) or [1]}],
+            "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [-1]}],
+        }
+        if m is not None:
+            cfg["dynamic_batching"] = {
+                "max_queue_delay_microseconds": m.batch_wait_timeout_micros,
+                "preferred_batch_size": [m.batch_size] if m.batch_size > 0 else [],
+                "default_queue_policy": {"default_timeout_microseconds": r.latency_slo_micros},
+            }
+            cfg["parameters"] = {"batching": {"string_value": "aimd" if m.batch_size < 0 else "fixed"}}
+            cfg["instance_group"] = [{"count": m.replicas, "kind": "KIND_CPU" if m.device == "cpu" else "KIND_GPU"}]
+        return cfg
+
+    # -- inference --------------------------------------------------------------------------
+
+    def _infer(self, conn, slot, ri: int, name: str, body: bytes, header_len: int | None) -> None:
+        fe = self.fe
+        if fe.draining:
+            raise V2Error(503, "the server is draining; retry on another instance")
+        r = self.routes[ri]
+        req = self._raw_request(r, body) if header_len == 0 else decode_infer(body, header_len)
+        if len(req.inputs) != 1 or req.inputs[0].name != INPUT_NAME:
+            got = [i.name for i in req.inputs]
+            raise V2Error(400, f"expected exactly one input named '{INPUT_NAME}', got {got}")
+        for o in req.outputs:
+            if o["name"] != OUTPUT_NAME:
+                raise V2Error(400, f"unknown output '{o['name']}'; this model has one output named '{OUTPUT_NAME}'")
+        inp = req.inputs[0]
+        n, data = to_app_rows(inp, r.input_type, r.input_shape)
+        if n == 0:
+            raise V2Error(400, "the input tensor holds no queries")
+        if isinstance(data, list):
+            chunks, lens = data, [len(d) for d in data]
+        else:
+            chunks, lens = [data], [len(data) // n] * n
+        if sum(lens) + 64 * n > fe.max_query_nbytes:
+            raise V2Error(400, f"request of {sum(lens)} input bytes exceeds the per-batch limit of {fe.max_query_nbytes}")
+        slo_us = r.latency_slo_micros
+        timeout = req.parameters.get("timeout")
+        if timeout is not None:
+            if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+                raise V2Error(400, "parameters.timeout must be a positive integer (microseconds)")
+            slo_us = min(slo_us, timeout)
+        unbatched = list(inp.shape) == list(r.input_shape) and r.input_shape != ()
+        m = self._model_of(ri)
+        version = m.version if m is not None else None
+        now = time.monotonic_ns()
+        render = _renderer(name, version, req, unbatched)
+        from schooner.frontend.server import _Pending
+
+        pending = _Pending(conn, slot, n, True, now, render)
+        fe.enqueue(pending, ri, now + slo_us * 1000, chunks, lens)
+
+    def _raw_request(self, r, body: bytes) -> InferRequest:
+        """`Inference-Header-Content-Length: 0`: the whole body is the one input, binary."""
+        dt = APP_DATATYPE[r.input_type]
+        if dt == "BYTES":
+            items = _bytes_items(memoryview(body), _count_bytes_items(body), "raw input")
+            return InferRequest(None, {}, [InferInput(INPUT_NAME, dt, [len(items)], items)], [], True)
+        dtype = DATATYPES[dt]
+        row = int(np.prod(r.input_shape)) * dtype.itemsize
+        if not body or len(body) % row:
+            raise V2Error(400, f"raw input of {len(body)} bytes is not a whole number of {row}-byte {dt} rows")
+        n = len(body) // row
+        values = np.frombuffer(body, dtype=dtype)
+        return InferRequest(None, {}, [InferInput(INPUT_NAME, dt, [n, *r.input_shape], values)], [], True)
+
+
+def _count_bytes_items(body: bytes) -> int:
+    off = count = 0
+    while off + 4 <= len(body):
+        off += 4 + int.from_bytes(body[off : off + 4], "little")
+        count += 1
+    return count
+
+
+def _expect(method: bytes, allowed: bytes, what: str) -> None:
+    if method != allowed:
+        raise V2Error(405, f"{what} accepts {allowed.decode()} only")
+
+
+def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool):
+    def render(p):
+        if p.error is not None:
+            status, err = p.error
+            doc = orjson.loads(err)
+            return status, orjson.dumps({"error": doc.get("cause") or doc.get("error")}), b"", _JSON
+        rows = [o[0] for o in p.outputs]
+        defaults = [o[2] for o in p.outputs if o[1]]
+        params = {"schooner_defaults": len(defaults), "default_explanation": defaults[0]} if defaults else None
+        try:
+            arr, dt = rows_to_tensor(rows, None)
+        except (ValueError, TypeError):
+            why = defaults[0] if defaults else "the model's outputs differ in shape"
+            return 503, orjson.dumps({"error": why}), b"", _JSON
+        if unbatched and arr.shape[0] == 1:
+            arr = arr[0]
+        body, header_len = encode_infer_response(name, version, req.id, OUTPUT_NAME, arr, dt, req.binary_output, params)
+        if header_len is None:
+            return 200, body, b"", _JSON
+        return 200, body, b"Inference-Header-Content-Length: %d\r\n" % header_len, b"application/octet-stream"
+
+    return render

@@ -1,0 +1,182 @@
+"""Open Inference Protocol end to end, with tritonclient (the protocol's reference client)."""
+
+import socket
+
+import numpy as np
+import orjson
+import pytest
+import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from tests.serving import SchoonerServer
+
+CONFIG = """
+[[models]]
+name = "summer"
+version = "2"
+entry_point = "tests.models:PickyModel"
+input_type = "floats"
+input_shape = [4]
+
+[[models]]
+name = "lengths"
+entry_point = "tests.models:StringLengths"
+input_type = "strings"
+
+[[apps]]
+name = "sums"
+input_type = "floats"
+input_shape = [4]
+latency_slo_micros = 5000000
+default_output = "-1"
+models = ["summer"]
+
+[[apps]]
+name = "strlen"
+input_type = "strings"
+latency_slo_micros = 5000000
+default_output = "0"
+models = ["lengths"]
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with SchoonerServer(tmp_path_factory.mktemp("v2"), CONFIG) as srv:
+        yield srv
+        assert srv.stop() == 0
+
+
+@pytest.fixture
+def client(server):
+    c = triton.InferenceServerClient(f"{server.host}:{server.port}")
+    yield c
+    c.close()
+
+
+def tensor(data, datatype, binary):
+    t = triton.InferInput("input", list(data.shape), datatype)
+    t.set_data_from_numpy(data, binary_data=binary)
+    return t
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta["name"] == "schooner" and "binary_tensor_data" in meta["extensions"]
+    m = client.get_model_metadata("sums")
+    assert m["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert m["versions"] == ["2"]
+    assert client.is_model_ready("sums") and client.is_model_ready("summer", "2")
+    cfg = client.get_model_config("summer")
+    assert cfg["max_batch_size"] == 64 and cfg["input"][0]["data_type"] == "TYPE_FP32"
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_infer_fp32_json_and_binary(client, binary):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = triton.InferRequestedOutput("output", binary_data=binary)
+    res = client.infer("sums", [tensor(x, "FP32", binary)], outputs=[out], request_id="r-1")
+    assert res.get_response()["id"] == "r-1"
+    np.testing.assert_allclose(res.as_numpy("output"), x.sum(axis=1))
+
+
+def test_infer_by_model_version_and_fp16_input(client):
+    x = np.ones((2, 4), dtype=np.float16)
+    res = client.infer("summer", [tensor(x, "FP16", True)], model_version="2")
+    np.testing.assert_allclose(res.as_numpy("output"), [4.0, 4.0])
+    assert res.get_response()["model_version"] == "2"
+
+
+def test_bytes_tensors(client):
+    x = np.array([b"a", b"hello", "héllo".encode()], dtype=np.object_)
+    for binary in (False, True):
+        res = client.infer("strlen", [tensor(x, "BYTES", binary)])
+        assert res.as_numpy("output").tolist() == [1, 5, 5]
+
+
+def test_unknown_model_and_version(client):
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+        client.infer("nope", [tensor(np.ones((1, 4), np.float32), "FP32", False)])
+    with pytest.raises(InferenceServerException, match="unknown version '9'"):
+        client.get_model_metadata("summer", "9")
+    assert not client.is_model_ready("nope")
+
+
+def test_wrong_datatype_and_shape_are_400(client, server):
+    with pytest.raises(InferenceServerException, match="cannot be converted to FP32"):
+        client.infer("sums", [tensor(np.ones((1, 4), np.float64), "FP64", False)])
+    with pytest.raises(InferenceServerException, match=r"expected \[N, 4\]"):
+        client.infer("sums", [tensor(np.ones((1, 5), np.float32), "FP32", False)])
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{oops", "malformed"),
+        (b'{"inputs": []}', "non-empty list"),
+        (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]}', "unknown datatype"),
+        (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2]}]}', "shape says 4"),
+        (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ["a", "b", "c", "d"]}]}', "FP32"),
+        (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}], "outputs": [{"name": "zz"}]}', "unknown output"),
+    ],
+)
+def test_malformed_requests(server, body, fragment):
+    status, parsed, _ = server.request("POST", "/v2/models/sums/infer", body)
+    assert status == 400 and fragment in parsed["error"], parsed
+
+
+def test_bf16_json_and_raw_binary_request(server):
+    body = orjson.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BF16", "data": [1.5, 2, 3, 4]}]})
+    status, parsed, _ = server.request("POST", "/v2/models/sums/infer", body)
+    assert status == 200 and parsed["outputs"][0]["data"] == [10.5]
+    raw = np.arange(8, dtype=np.float32).tobytes()  # two rows of four
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        s.sendall(b"POST /v2/models/sums/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: 0\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, rest = data.split(b"\r\n\r\n", 1)
+        headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        total = int(headers[b"Content-Length"])
+        while len(rest) < total:
+            rest += s.recv(65536)
+    json_len = int(headers[b"Inference-Header-Content-Length"])
+    doc = orjson.loads(rest[:json_len])
+    assert doc["outputs"][0]["shape"] == [2]
+    assert np.frombuffer(rest[json_len:], dtype=np.float32).tolist() == [6.0, 22.0]
+
+
+def test_cuda_unregister_is_a_no_op_and_shm_is_refused(server):
+    assert server.request("POST", "/v2/cudasharedmemory/unregister", b"")[0] == 200
+    assert server.request("POST", "/v2/systemsharedmemory/region/x/register", b"{}")[0] == 501
+
+
+def test_metrics_parse_and_count_the_traffic(server, client):
+    def families():
+        status, text, _ = server.request("GET", "/metrics")
+        assert status == 200
+        return {f.name: f for f in text_string_to_metric_families(text.decode() if isinstance(text, bytes) else text)}
+
+    def value(fams, name, **labels):
+        for s in fams[name].samples:
+            if s.name == name + "_total" or s.name == name:
+                if all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+        return 0.0
+
+    before = families()
+    x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1000  # unseen inputs: no cache hits
+    client.infer("sums", [tensor(x, "FP32", True)])
+    import time
+
+    deadline = time.monotonic() + 10
+    while value(families(), "schooner_app_queries", app="sums") < value(before, "schooner_app_queries", app="sums") + 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    after = families()
+    assert value(after, "schooner_model_queries", model="summer") - value(before, "schooner_model_queries", model="summer") == 5
+    assert value(after, "schooner_http_requests", code="200") > value(before, "schooner_http_requests", code="200")
+    assert after["schooner_model_latency_seconds"].type == "histogram"
