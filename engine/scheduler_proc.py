@@ -230,14 +230,17 @@ class SchedulerProc:
         for fi, reader in enumerate(self.submits):
             n = reader.pending()
             for i in range(n):
-                rows, (ids, apps, deadlines, (off, data)) = _SUBMIT.read(reader.read(i))
+                rows, (ids, apps, deadlines, prios, (off, data)) = _SUBMIT.read(reader.read(i))
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
                 bounds = (off - off[0]).tolist()
+                prios = prios.tolist()
                 for j, qid, app, deadline in zip(range(rows), ids.tolist(), apps.tolist(), deadlines.tolist(), strict=True):
                     payload = data[bounds[j] : bounds[j + 1]]
                     d = digest_of[app]
-                    digest = d(payload) if d is not None else None
-                    submit(Query(fi, qid, app, deadline, payload, digest), now)
+                    q = Query(fi, qid, app, deadline, payload, d(payload) if d is not None else None)
+                    if prios[j]:
+                        q.priority = prios[j]
+                    submit(q, now)
             if n:
                 reader.release(n)
 

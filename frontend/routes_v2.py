@@ -202,6 +202,9 @@ class V2Routes:
             if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
                 raise V2Error(400, "parameters.timeout must be a positive integer (microseconds)")
             slo_us = min(slo_us, timeout)
+        priority = req.parameters.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255:
+            raise V2Error(400, "parameters.priority must be an integer from 0 (default) to 255; 1 is served first")
         unbatched = list(inp.shape) == list(r.input_shape) and r.input_shape != ()
         m = self._model_of(ri)
         version = m.version if m is not None else None
@@ -210,7 +213,7 @@ class V2Routes:
         from schooner.frontend.server import _Pending
 
         pending = _Pending(conn, slot, n, True, now, render)
-        fe.enqueue(pending, ri, now + slo_us * 1000, chunks, lens)
+        fe.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority)
 
     def _raw_request(self, r, body: bytes) -> InferRequest:
         """`Inference-Header-Content-Length: 0`: the whole body is the one input, binary."""

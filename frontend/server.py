@@ -110,6 +110,7 @@ class FrontendProc:
         self.t_ids: list[int] = []
         self.t_apps: list[int] = []
         self.t_deadlines: list[int] = []
+        self.t_priorities: list[int] = []
         self.t_chunks: list[bytes] = []  # input bytes; a chunk may hold several queries' rows
         self.t_lens: list[int] = []  # one input length per query
         self.t_nbytes = 0
@@ -171,7 +172,9 @@ class FrontendProc:
         pending = _Pending(conn, slot, len(encoded), is_batch, now)
         self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, [len(e) for e in encoded])
 
-    def enqueue(self, pending: _Pending, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int]) -> None:
+    def enqueue(
+        self, pending: _Pending, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int], priority: int = 0
+    ) -> None:
         """Queue one request's queries (`lens` gives each query's share of `chunks`, in order)
         for this tick's submit batch. Nothing can fail after this point: every query will be
         answered by the scheduler."""
@@ -187,6 +190,7 @@ class FrontendProc:
         self.t_ids.extend(range(qid, qid + len(lens)))
         self.t_apps.extend([route] * len(lens))
         self.t_deadlines.extend([deadline_ns] * len(lens))
+        self.t_priorities.extend([priority] * len(lens))
         self.t_chunks.extend(chunks)
         self.t_lens.extend(lens)
         self.t_nbytes += nbytes
@@ -199,9 +203,11 @@ class FrontendProc:
             return
         offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
         self.backlog.append(
-            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, (offsets, b"".join(self.t_chunks))])
+            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities,
+                               (offsets, b"".join(self.t_chunks))])
         )
-        self.t_ids, self.t_apps, self.t_deadlines, self.t_chunks, self.t_lens = [], [], [], [], []
+        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities = [], [], [], []
+        self.t_chunks, self.t_lens = [], []
         self.t_nbytes = 0
 
     def _flush(self) -> None:

@@ -28,6 +28,7 @@ SUBMIT_SCHEMA = pa.schema(
         ("query_id", pa.uint64()),
         ("app", pa.uint16()),
         ("deadline_ns", pa.int64()),
+        ("priority", pa.uint8()),  # 0: the default level; 1 is served first
         ("input", pa.binary()),
     ]
 )

@@ -110,3 +110,42 @@ def batch_ready_at(
     if queued >= limit or wait_ns <= 0:
         return oldest_enqueued_ns
     return min(oldest_enqueued_ns + wait_ns, earliest_deadline_ns - expected_latency_ns)
+
+
+DEFAULT_PRIORITY = 128
+
+
+class PriorityDeadlineQueue:
+    """Deadline queues per priority level: a batch takes from the lowest level first, earliest
+    deadline first within a level (Triton's priority levels: 1 is served before 2; requests
+    that name no priority use `DEFAULT_PRIORITY`). Same interface as `DeadlineQueue`."""
+
+    __slots__ = ("_levels", "_order")
+
+    def __init__(self) -> None:
+        self._levels: dict[int, DeadlineQueue] = {}
+        self._order: list[int] = []
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._levels.values())
+
+    def push(self, item: Any, deadline_ns: int, level: int = DEFAULT_PRIORITY) -> None:
+        q = self._levels.get(level)
+        if q is None:
+            q = self._levels[level] = DeadlineQueue()
+            self._order = sorted(self._levels)
+        q.push(item, deadline_ns)
+
+    def pop_batch(
+        self, limit: int, now_ns: int, is_live: Callable[[Any], bool], discarded: list[Any] | None = None
+    ) -> list[Any]:
+        batch: list[Any] = []
+        for level in self._order:
+            if len(batch) >= limit:
+                break
+            batch += self._levels[level].pop_batch(limit - len(batch), now_ns, is_live, discarded)
+        return batch
+
+    def earliest_deadline(self, is_live: Callable[[Any], bool] | None = None) -> int | None:
+        found = [d for q in self._levels.values() if (d := q.earliest_deadline(is_live)) is not None]
+        return min(found) if found else None

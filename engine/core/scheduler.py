@@ -15,8 +15,9 @@ Rules (Clipper's model abstraction layer, as its paper describes it):
   under (model, version, digest). A hit is answered at once and never reaches a model.
   Concurrent misses on one key share one computation: the first is queued (the leader), the
   others wait for its result. Every result fills the cache, late ones included.
-* **Deadline queues.** One earliest-deadline-first queue per model (version). A query whose
-  deadline has passed is never sent to a model.
+* **Deadline queues.** Per model (version), one earliest-deadline-first queue per priority
+  level; a batch takes from the most urgent level first. A query whose deadline has passed is
+  never sent to a model.
 * **Batch sizing.** Each replica has its own AIMD controller (`AimdController`): the batch limit
   grows additively while batches finish within a fraction of the tightest SLO of the apps that
   use the model, and shrinks multiplicatively when one does not. A fixed `batch_size > 0`
@@ -40,7 +41,7 @@ from typing import Any
 from schooner.engine.core.aimd import AimdConfig, AimdController
 from schooner.engine.core.cache import CacheKey, PredictionCache
 from schooner.engine.core.metrics import BATCH_SIZE_BUCKETS, MetricSet
-from schooner.engine.core.queues import DeadlineQueue, batch_ready_at
+from schooner.engine.core.queues import DEFAULT_PRIORITY, PriorityDeadlineQueue, batch_ready_at
 
 SLO_EXPLANATION = "Failed to retrieve a prediction response within the specified latency SLO"
 NO_MODEL_EXPLANATION = "No connected models found for query"
@@ -68,6 +69,7 @@ class Query:
     attempts: int = 0
     done: bool = False
     key: CacheKey | None = None
+    priority: int = DEFAULT_PRIORITY  # lower levels are served first
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,7 @@ class _Model:
 
     def __init__(self, spec: ModelSpec, replicas: list[_Replica]) -> None:
         self.spec = spec
-        self.queue = DeadlineQueue()
+        self.queue = PriorityDeadlineQueue()
         self.replicas = replicas
         self.oldest_ns: int | None = None  # arrival of the oldest query waiting (approximate)
         self.wake_ns: int | None = None  # when a delayed batch becomes due
@@ -327,7 +329,7 @@ class SchedulerCore:
 
     def _enqueue(self, mi: int, q: Query, now_ns: int) -> None:
         m = self.models[mi]
-        m.queue.push(q, q.deadline_ns)
+        m.queue.push(q, q.deadline_ns, q.priority)
         if m.oldest_ns is None:
             m.oldest_ns = now_ns
         self._ready_models.add(mi)

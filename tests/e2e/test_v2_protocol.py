@@ -82,6 +82,12 @@ def test_infer_fp32_json_and_binary(client, binary):
     np.testing.assert_allclose(res.as_numpy("output"), x.sum(axis=1))
 
 
+def test_priority_and_timeout_parameters_are_accepted(client):
+    x = np.ones((1, 4), dtype=np.float32) * 7
+    res = client.infer("sums", [tensor(x, "FP32", True)], priority=1, timeout=2_000_000)
+    np.testing.assert_allclose(res.as_numpy("output"), [28.0])
+
+
 def test_infer_by_model_version_and_fp16_input(client):
     x = np.ones((2, 4), dtype=np.float16)
     res = client.infer("summer", [tensor(x, "FP16", True)], model_version="2")
@@ -120,6 +126,8 @@ def test_wrong_datatype_and_shape_are_400(client, server):
         (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2]}]}', "shape says 4"),
         (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ["a", "b", "c", "d"]}]}', "FP32"),
         (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}], "outputs": [{"name": "zz"}]}', "unknown output"),
+        (b'{"parameters": {"priority": -1}, "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}]}', "priority"),
+        (b'{"parameters": {"timeout": "soon"}, "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}]}', "timeout"),
     ],
 )
 def test_malformed_requests(server, body, fragment):

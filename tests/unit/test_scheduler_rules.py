@@ -161,3 +161,18 @@ def test_each_replica_has_its_own_aimd_and_a_dead_replica_work_moves():
     assert [s.replica for s in sends] == [0] and len(sends[0].queries) == 3
     ids = [x.query_id for x in sends[0].queries]
     assert 1 in ids  # the dead replica's query, retried on the live one
+
+
+def test_priority_levels_are_served_first_then_by_deadline():
+    c = core(batch_size=2)
+    c.replica_down(0, 0)
+    for i, prio in [(1, 128), (2, 128), (3, 5), (4, 1)]:
+        qq = q(i, slo=100 * MS - i)
+        qq.priority = prio
+        c.submit(qq, 0)
+    c.replica_up(0, 0)
+    (s,), _ = split(c.poll(0))
+    assert [x.query_id for x in s.queries] == [4, 3]  # level 1, then level 5
+    c.batch_done(0, 0, [b"0", b"0"], now_ns=1 * MS)
+    (s,), _ = split(c.poll(1 * MS))
+    assert [x.query_id for x in s.queries] == [2, 1]  # default level, earliest deadline first
