@@ -155,6 +155,7 @@ class SchedulerProc:
             for r in routes(cfg)
         ]
         self.board = Board(Segment.attach(args.metrics_board).buf)
+        self.stats_board = Board(Segment.attach(args.stats_board).buf)
         self.published_ns = 0
         self.running = True
 
@@ -185,6 +186,14 @@ class SchedulerProc:
         whenever the scheduler is about to idle (so an idle server's numbers are exact)."""
         self.published_ns = now_ns
         self.board.publish(self.core.metrics.render().encode())
+        wall_ms = time.time_ns() // 1_000_000
+        stats = []
+        for m in self.core.models:
+            d = m.stats.to_json()
+            last = d.pop("last_inference_ns")
+            d["last_inference"] = wall_ms - (now_ns - last) // 1_000_000 if last else 0
+            stats.append(d)
+        self.stats_board.publish(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
 
     def _control(self) -> None:
         while True:

@@ -29,6 +29,7 @@ class FrontendArgs:
     response_ring: str
     listen_fd: int  # the SO_REUSEPORT socket bound by the supervisor
     metrics_boards: tuple[str, ...]  # every process's published metrics: scheduler, then frontends
+    stats_board: str  # the scheduler's per-model statistics (JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class SchedulerArgs:
     response_rings: tuple[str, ...]
     model_bell_fds: tuple[tuple[int, ...], ...]  # [model][replica]
     metrics_board: str
+    stats_board: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,6 +227,7 @@ class Supervisor:
         submits = [self._ring(f"fe{i}-submit", cfg.submit_slots, cfg.submit_slot_nbytes) for i in range(cfg.frontends)]
         responses = [self._ring(f"fe{i}-response", cfg.response_slots, cfg.response_slot_nbytes) for i in range(cfg.frontends)]
         board = self._segment("metrics-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
+        stats_board = self._segment("stats-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
         boards = (board, *(self._segment(f"metrics-fe{i}", board_nbytes(METRICS_BOARD_NBYTES)) for i in range(cfg.frontends)))
 
         model_fds = [b.fd for row in self.model_bells for b in row]
@@ -234,7 +235,7 @@ class Supervisor:
             protocol.Role.SCHEDULER, "scheduler",
             lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, tuple(b.fd for b in fe_bells),
                                      tuple(submits), tuple(responses),
-                                     tuple(tuple(b.fd for b in row) for row in self.model_bells), board),
+                                     tuple(tuple(b.fd for b in row) for row in self.model_bells), board, stats_board),
             [self.sched_bell.fd, *(b.fd for b in fe_bells), *model_fds],
         )
         for mi, m in enumerate(cfg.models):
@@ -246,7 +247,7 @@ class Supervisor:
             self._spawn(
                 protocol.Role.FRONTEND, f"frontend[{i}]",
                 lambda fd, i=i, sock=sock: FrontendArgs(i, cfg, fd, fe_bells[i].fd, self.sched_bell.fd,
-                                                        submits[i], responses[i], sock.fileno(), boards),
+                                                        submits[i], responses[i], sock.fileno(), boards, stats_board),
                 [fe_bells[i].fd, self.sched_bell.fd, sock.fileno()],
             )
         self._await_ready([c for c in self.children if not c.ready])
@@ -342,6 +343,10 @@ class Supervisor:
         if c.role is not protocol.Role.MODEL:
             log.error("%s exited with code %s; shutting down", c.name, c.exit_code)
             self.exit_code = 1
+            if c.role is protocol.Role.SCHEDULER:  # nothing in flight can be answered any more
+                for f in self.children:
+                    if f.role is protocol.Role.FRONTEND:
+                        self._send(f, protocol.Abort(f"the scheduler process exited (code {c.exit_code})"))
             self.shutdown()
             return
         slot = self.replicas[c.model][c.replica]

@@ -36,7 +36,7 @@ from schooner.frontend.v2 import (
 )
 
 SERVER_NAME = "schooner"
-EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 _JSON = b"application/json"
@@ -115,7 +115,7 @@ class V2Routes:
         elif action == "config":
             conn.respond(slot, 200, orjson.dumps(self._config(ri, name)))
         else:
-            raise V2Error(501, "the statistics extension is not available on this server")
+            conn.respond(slot, 200, orjson.dumps(self._stats(ri, name)))
 
     def _resolve(self, name: str, version: str | None) -> int:
         if version is not None:
@@ -171,6 +171,45 @@ class V2Routes:
             cfg["parameters"] = {"batching": {"string_value": "aimd" if m.batch_size < 0 else "fixed"}}
             cfg["instance_group"] = [{"count": m.replicas, "kind": "KIND_CPU" if m.device == "cpu" else "KIND_GPU"}]
         return cfg
+
+    def _stats(self, ri: int, name: str) -> dict:
+        """Triton's statistics for the route's model, from the scheduler's last snapshot."""
+        mi = self.routes[ri].model
+        if mi is None:
+            return {"model_stats": []}
+        raw = self.fe.stats_board.read()
+        all_stats = orjson.loads(raw) if raw else []
+        st = all_stats[mi] if mi < len(all_stats) else None
+        m = self.cfg.models[mi]
+        if st is None:
+            return {"model_stats": [{"name": name, "version": m.version, "last_inference": 0, "inference_count": 0,
+                                     "execution_count": 0, "inference_stats": {}, "batch_stats": []}]}
+
+        def stat(count, ns):
+            return {"count": count, "ns": ns}
+
+        compute = stat(st["compute_count"], st["compute_ns"])
+        return {"model_stats": [{
+            "name": name,
+            "version": m.version,
+            "last_inference": st["last_inference"],
+            "inference_count": st["inference_count"],
+            "execution_count": st["execution_count"],
+            "inference_stats": {
+                "success": stat(st["success_count"], st["success_ns"]),
+                "fail": stat(st["fail_count"], st["fail_ns"]),
+                "queue": stat(st["queue_count"], st["queue_ns"]),
+                "compute_input": stat(st["compute_count"], 0),
+                "compute_infer": compute,
+                "compute_output": stat(st["compute_count"], 0),
+                "cache_hit": stat(st["cache_hit_count"], 0),
+                "cache_miss": stat(st["cache_miss_count"], 0),
+            },
+            "batch_stats": [
+                {"batch_size": int(size), "compute_input": stat(c, 0), "compute_infer": stat(c, ns), "compute_output": stat(c, 0)}
+                for size, (c, ns) in sorted(st["batches"].items(), key=lambda kv: int(kv[0]))
+            ],
+        }]}  # fmt: skip
 
     # -- inference --------------------------------------------------------------------------
 

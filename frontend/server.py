@@ -122,6 +122,7 @@ class FrontendProc:
         # metrics: ours live, everyone's through the boards (ours is boards[1 + index])
         self.boards = [Board(Segment.attach(name).buf) for name in args.metrics_boards]
         self.own_board = self.boards[1 + args.index]
+        self.stats_board = Board(Segment.attach(args.stats_board).buf)
         self.metrics = MetricSet()
         fe = str(args.index)
         self.m_duration = self.metrics.histogram(
@@ -278,11 +279,28 @@ class FrontendProc:
             if msg is None or isinstance(msg, protocol.Stop):
                 self.stopped.set()
                 return
+            if isinstance(msg, protocol.Abort):
+                self._abort(msg.reason)
+                continue
             if isinstance(msg, protocol.Drain) and not self.draining:
                 self.draining = True
                 log.info("draining: %d request(s) in flight", self.requests_inflight)
                 if self.requests_inflight == 0:
                     self._report_drained()
+
+    def _abort(self, reason: str) -> None:
+        """Answer every request still in flight with 503: nobody else ever will."""
+        self.draining = True
+        body = error_body("unavailable", f"{reason}; the server is shutting down")
+        pendings = {id(p): p for p, _ in self.inflight.values()}
+        self.inflight.clear()
+        self.backlog.clear()
+        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities = [], [], [], []
+        self.t_chunks, self.t_lens = [], []
+        for p in pendings.values():
+            self.requests_inflight -= 1
+            p.conn.respond(p.slot, 503, body)
+        log.error("aborted %d request(s): %s", len(pendings), reason)
 
     def _report_drained(self) -> None:
         try:

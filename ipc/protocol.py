@@ -65,6 +65,13 @@ class Drained:
 
 
 @dataclass(frozen=True, slots=True)
+class Abort:
+    """Supervisor -> frontend: the scheduler is gone; answer everything in flight with 503."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Supervisor -> child: exit now (after draining, or on a fatal error elsewhere)."""
 
@@ -89,9 +96,9 @@ class ReplicaUp:
     output_ring: str
 
 
-ControlMessage = Ready | Fatal | Drain | Drained | Stop | ReplicaDown | ReplicaUp
+ControlMessage = Ready | Fatal | Drain | Drained | Abort | Stop | ReplicaDown | ReplicaUp
 MESSAGE_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Ready, Fatal, Drain, Drained, Stop, ReplicaDown, ReplicaUp)
+    cls.__name__: cls for cls in (Ready, Fatal, Drain, Drained, Abort, Stop, ReplicaDown, ReplicaUp)
 }
 
 

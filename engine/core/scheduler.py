@@ -115,6 +115,29 @@ class Respond:
 Action = SendBatch | Respond
 
 
+class ModelStats:
+    """Triton-style per-model statistics, as plain counters (served at /v2/models/{m}/stats).
+
+    Times are nanoseconds. `compute` is the batch round trip from send to result (gathering the
+    inputs and reading the outputs included), attributed to each query of the batch.
+    """
+
+    __slots__ = ("last_inference_ns", "inference_count", "execution_count", "success_count",
+                 "success_ns", "fail_count", "fail_ns", "queue_count", "queue_ns", "compute_count",
+                 "compute_ns", "cache_hit_count", "cache_miss_count", "batches")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.last_inference_ns = 0
+        self.inference_count = self.execution_count = 0
+        self.success_count = self.success_ns = self.fail_count = self.fail_ns = 0
+        self.queue_count = self.queue_ns = self.compute_count = self.compute_ns = 0
+        self.cache_hit_count = self.cache_miss_count = 0
+        self.batches: dict[int, list[int]] = {}  # batch size -> [count, compute ns]
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
 class _Replica:
     __slots__ = ("state", "inflight", "sent_ns", "aimd", "expected_ns", "limit_gauge")
 
@@ -129,7 +152,7 @@ class _Replica:
 
 class _Model:
     __slots__ = ("spec", "queue", "replicas", "oldest_ns", "wake_ns", "m_batches", "m_batch_size",
-                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries")  # fmt: skip
+                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries", "stats")  # fmt: skip
 
     def __init__(self, spec: ModelSpec, replicas: list[_Replica]) -> None:
         self.spec = spec
@@ -137,6 +160,7 @@ class _Model:
         self.replicas = replicas
         self.oldest_ns: int | None = None  # arrival of the oldest query waiting (approximate)
         self.wake_ns: int | None = None  # when a delayed batch becomes due
+        self.stats = ModelStats()
 
 
 class SchedulerCore:
@@ -210,9 +234,12 @@ class SchedulerCore:
             value, leader = self.cache.lookup_or_join(key, query)
             if value is not None:
                 m.m_hits.value += 1
+                m.stats.cache_hit_count += 1
                 self._answer(query, 200, False, value)
+                m.stats.success_count += 1
                 return
             m.m_misses.value += 1
+            m.stats.cache_miss_count += 1
             query.key = key
             heapq.heappush(self._deadlines, (query.deadline_ns, self._seq, query))
             if not leader:
@@ -236,6 +263,18 @@ class SchedulerCore:
             r.limit_gauge.value = r.aimd.limit
             r.expected_ns = latency if not r.expected_ns else int(r.expected_ns + _EWMA * (latency - r.expected_ns))
             m.m_latency.observe(latency / 1e9)
+            st = m.stats
+            n = len(queries)
+            st.last_inference_ns = now_ns
+            st.inference_count += n
+            st.execution_count += 1
+            st.compute_count += n
+            st.compute_ns += latency * n
+            b = st.batches.get(n)
+            if b is None:
+                b = st.batches[n] = [0, 0]
+            b[0] += 1
+            b[1] += latency
         if outputs is not None and len(outputs) != len(queries):
             error = f"model returned {len(outputs)} outputs for a batch of {len(queries)} queries"
             outputs = None
@@ -247,14 +286,20 @@ class SchedulerCore:
                     waiters.append(q)
             else:
                 waiters = (q,)
+            st = m.stats
             for w in waiters:
                 if w.done:
                     continue
+                took = (now_ns - w.arrival_ns) if now_ns is not None else 0
                 if outputs is None:
                     self.m_app_errors[w.app].value += 1
                     self._answer(w, 500, False, (error or "model failed").encode())
+                    st.fail_count += 1
+                    st.fail_ns += took
                 else:
                     self._answer(w, 200, False, outputs[i])
+                    st.success_count += 1
+                    st.success_ns += took
         self._mark(model)
 
     def replica_down(self, model: int, replica: int, now_ns: int = 0) -> None:
@@ -383,8 +428,13 @@ class SchedulerCore:
             m.m_batch_size.observe(len(batch))
             m.m_queries.value += len(batch)
             qd = m.m_queue_delay
+            waited = 0
             for q in batch:
-                qd.observe((now_ns - q.arrival_ns) / 1e9)
+                w = now_ns - q.arrival_ns
+                waited += w
+                qd.observe(w / 1e9)
+            m.stats.queue_count += len(batch)
+            m.stats.queue_ns += waited
             self._actions.append(SendBatch(mi, ri, batch))
             m.oldest_ns = now_ns if len(queue) else None  # approximate: the rest waited until now
 

@@ -169,6 +169,8 @@ def test_metrics_parse_and_count_the_traffic(server, client):
         return {f.name: f for f in text_string_to_metric_families(text.decode() if isinstance(text, bytes) else text)}
 
     def value(fams, name, **labels):
+        if name not in fams:
+            return 0.0
         for s in fams[name].samples:
             if s.name == name + "_total" or s.name == name:
                 if all(s.labels.get(k) == v for k, v in labels.items()):
@@ -188,3 +190,26 @@ def test_metrics_parse_and_count_the_traffic(server, client):
     assert value(after, "schooner_model_queries", model="summer") - value(before, "schooner_model_queries", model="summer") == 5
     assert value(after, "schooner_http_requests", code="200") > value(before, "schooner_http_requests", code="200")
     assert after["schooner_model_latency_seconds"].type == "histogram"
+
+
+def test_statistics_are_real_and_grow(server, client):
+    assert "statistics" in client.get_server_metadata()["extensions"]
+
+    def stats():
+        return client.get_inference_statistics("summer", "2")["model_stats"][0]
+
+    before = stats()
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) + 5000  # unseen: computed, not cached
+    client.infer("summer", [tensor(x, "FP32", True)], model_version="2")
+    import time
+
+    deadline = time.monotonic() + 10
+    while stats()["inference_count"] < before["inference_count"] + 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    after = stats()
+    assert after["execution_count"] > before["execution_count"]
+    inf = after["inference_stats"]
+    assert inf["success"]["count"] >= before["inference_stats"].get("success", {}).get("count", 0) + 3
+    assert inf["queue"]["count"] >= 3 and inf["compute_infer"]["ns"] > 0
+    assert after["batch_stats"] and after["last_inference"] > 0
