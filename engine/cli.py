@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="query port (default 1337; 0 picks a free one)")
     s.add_argument("--frontends", type=int, help="frontend processes sharing the port (default 1)")
+    s.add_argument("--allow-client-shm", action="store_true", default=None,
+                   help="enable Triton's system shared memory extension (clients' /dev/shm regions are read and written)")
     s.add_argument("--data-dir", default=None, help=f"where the demo caches its trained model (default {default_data_dir()})")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w = sub.add_parser("sweep", help="remove shared-memory segments left by dead schooner instances")
@@ -79,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.frontends is not None and args.frontends < 1:
         print("schooner: --frontends: expected an integer >= 1", file=sys.stderr)
         return 2
-    overrides = dict(host=args.host, port=args.port, frontends=args.frontends)
+    overrides = dict(host=args.host, port=args.port, frontends=args.frontends, allow_client_shm=args.allow_client_shm)
     try:
         if args.config:
             cfg = load_config(args.config, **overrides)

@@ -84,6 +84,7 @@ class ServerConfig:
     response_slots: int = 8
     response_slot_nbytes: int = 4 * MIB
     cache_nbytes: int = 32 * MIB
+    allow_client_shm: bool = False  # Triton's system shared memory extension (a trust boundary)
     ready_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
     source: str = "<built-in>"
@@ -266,6 +267,7 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         submit_slot_nbytes=server.positive("submit_slot_nbytes", 4 * MIB, minimum=4096),
         response_slot_nbytes=server.positive("response_slot_nbytes", 4 * MIB, minimum=4096),
         cache_nbytes=server.positive("cache_nbytes", 32 * MIB, minimum=0),
+        allow_client_shm=server.get("allow_client_shm", bool, "true or false", False),
         ready_timeout_s=float(server.get("ready_timeout_s", (int, float), "a number of seconds", 120.0)),
         python_path=tuple(server.get("python_path", list, "a list of directories", [])),
     )

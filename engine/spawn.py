@@ -30,6 +30,7 @@ class FrontendArgs:
     listen_fd: int  # the SO_REUSEPORT socket bound by the supervisor
     metrics_boards: tuple[str, ...]  # every process's published metrics: scheduler, then frontends
     stats_board: str  # the scheduler's per-model statistics (JSON)
+    client_shm_board: str  # registered client shared memory regions (JSON), shared by frontends
 
 
 @dataclass(frozen=True, slots=True)

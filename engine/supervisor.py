@@ -228,6 +228,7 @@ class Supervisor:
         responses = [self._ring(f"fe{i}-response", cfg.response_slots, cfg.response_slot_nbytes) for i in range(cfg.frontends)]
         board = self._segment("metrics-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
         stats_board = self._segment("stats-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
+        shm_board = self._segment("client-shm", board_nbytes(1 << 16))
         boards = (board, *(self._segment(f"metrics-fe{i}", board_nbytes(METRICS_BOARD_NBYTES)) for i in range(cfg.frontends)))
 
         model_fds = [b.fd for row in self.model_bells for b in row]
@@ -247,7 +248,8 @@ class Supervisor:
             self._spawn(
                 protocol.Role.FRONTEND, f"frontend[{i}]",
                 lambda fd, i=i, sock=sock: FrontendArgs(i, cfg, fd, fe_bells[i].fd, self.sched_bell.fd,
-                                                        submits[i], responses[i], sock.fileno(), boards, stats_board),
+                                                        submits[i], responses[i], sock.fileno(), boards, stats_board,
+                                                        shm_board),
                 [fe_bells[i].fd, self.sched_bell.fd, sock.fileno()],
             )
         self._await_ready([c for c in self.children if not c.ready])

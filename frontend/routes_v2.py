@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from schooner.engine.config import routes
+from schooner.frontend.client_shm import ClientShmRegistry, ShmError
 from schooner.frontend.v2 import (
     APP_DATATYPE,
     DATATYPES,
@@ -29,6 +30,7 @@ from schooner.frontend.v2 import (
     InferRequest,
     V2Error,
     _bytes_items,
+    binary_bytes,
     decode_infer,
     encode_infer_response,
     rows_to_tensor,
@@ -61,7 +63,9 @@ class V2Routes:
         self.direct = {m.name: n_apps + mi for mi, m in enumerate(cfg.models)}
         self.by_name = dict(self.direct)
         self.by_name.update({a.name: i for i, a in enumerate(cfg.apps)})
-        self.server_meta = orjson.dumps({"name": SERVER_NAME, "version": _version(), "extensions": EXTENSIONS})
+        self.shm = ClientShmRegistry(fe.client_shm_board) if cfg.allow_client_shm else None
+        extensions = EXTENSIONS + (["system_shared_memory"] if self.shm is not None else [])
+        self.server_meta = orjson.dumps({"name": SERVER_NAME, "version": _version(), "extensions": extensions})
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -71,6 +75,8 @@ class V2Routes:
             self._handle(conn, slot, method, parts, body, header_len)
         except V2Error as e:
             conn.respond(slot, e.status, e.body())
+        except ShmError as e:
+            conn.respond(slot, e.status, orjson.dumps({"error": e.message}))
 
     def _handle(self, conn, slot, method, parts, body, header_len) -> None:
         if parts == ["v2"]:
@@ -87,7 +93,8 @@ class V2Routes:
                 raise V2Error(501, "CUDA shared memory is not supported by this server")
             return
         if len(parts) >= 2 and parts[1] == "systemsharedmemory":
-            raise V2Error(501, "system shared memory is not supported by this server yet")
+            self._system_shm(conn, slot, method, parts[2:], body)
+            return
         if len(parts) < 3 or parts[1] != "models":
             raise V2Error(404, f"no route for /{'/'.join(parts)}")
         name = parts[2]
@@ -116,6 +123,35 @@ class V2Routes:
             conn.respond(slot, 200, orjson.dumps(self._config(ri, name)))
         else:
             conn.respond(slot, 200, orjson.dumps(self._stats(ri, name)))
+
+    def _system_shm(self, conn, slot, method: bytes, rest: list[str], body: bytes) -> None:
+        if self.shm is None:
+            raise V2Error(400, "system shared memory is off; start the server with --allow-client-shm")
+        name = None
+        if rest[:1] == ["region"]:
+            if len(rest) < 3:
+                raise V2Error(404, "expected /v2/systemsharedmemory/region/{name}/{register|unregister|status}")
+            name, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else ""
+        if action == "status":
+            _expect(method, b"GET", "status")
+            conn.respond(slot, 200, orjson.dumps(self.shm.status(name)))
+        elif action == "unregister":
+            _expect(method, b"POST", "unregister")
+            self.shm.unregister(name)
+            conn.respond(slot, 200, b"{}")
+        elif action == "register" and name is not None:
+            _expect(method, b"POST", "register")
+            try:
+                doc = orjson.loads(body or b"{}")
+            except orjson.JSONDecodeError:
+                raise V2Error(400, "register expects a JSON body {key, offset, byte_size}") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("key"), str):
+                raise V2Error(400, "register expects a JSON body {key, offset, byte_size}")
+            self.shm.register(name, doc["key"], doc.get("offset", 0), doc.get("byte_size"))
+            conn.respond(slot, 200, b"{}")
+        else:
+            raise V2Error(404, "no such system shared memory route")
 
     def _resolve(self, name: str, version: str | None) -> int:
         if version is not None:
@@ -218,13 +254,24 @@ class V2Routes:
         if fe.draining:
             raise V2Error(503, "the server is draining; retry on another instance")
         r = self.routes[ri]
-        req = self._raw_request(r, body) if header_len == 0 else decode_infer(body, header_len)
+        shm_view = self.shm.view if self.shm is not None else None
+        req = self._raw_request(r, body) if header_len == 0 else decode_infer(body, header_len, shm_view)
         if len(req.inputs) != 1 or req.inputs[0].name != INPUT_NAME:
             got = [i.name for i in req.inputs]
             raise V2Error(400, f"expected exactly one input named '{INPUT_NAME}', got {got}")
+        out_shm = None
         for o in req.outputs:
             if o["name"] != OUTPUT_NAME:
                 raise V2Error(400, f"unknown output '{o['name']}'; this model has one output named '{OUTPUT_NAME}'")
+            op = o.get("parameters") or {}
+            if "shared_memory_region" in op:
+                if self.shm is None:
+                    raise V2Error(400, "system shared memory is off; start the server with --allow-client-shm")
+                size = op.get("shared_memory_byte_size")
+                if not isinstance(size, int) or size < 0:
+                    raise V2Error(400, "outputs: shared_memory_byte_size must be a non-negative integer")
+                out_shm = (op["shared_memory_region"], op.get("shared_memory_offset", 0), size)
+                self.shm.view(*out_shm)  # refuse a bad region now, before queueing anything
         inp = req.inputs[0]
         n, data = to_app_rows(inp, r.input_type, r.input_shape)
         if n == 0:
@@ -248,7 +295,7 @@ class V2Routes:
         m = self._model_of(ri)
         version = m.version if m is not None else None
         now = time.monotonic_ns()
-        render = _renderer(name, version, req, unbatched)
+        render = _renderer(name, version, req, unbatched, out_shm, self.shm)
         from schooner.frontend.server import _Pending
 
         pending = _Pending(conn, slot, n, True, now, render)
@@ -282,7 +329,7 @@ def _expect(method: bytes, allowed: bytes, what: str) -> None:
         raise V2Error(405, f"{what} accepts {allowed.decode()} only")
 
 
-def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool):
+def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool, out_shm=None, shm=None):
     def render(p):
         if p.error is not None:
             status, err = p.error
@@ -298,7 +345,18 @@ def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool
             return 503, orjson.dumps({"error": why}), b"", _JSON
         if unbatched and arr.shape[0] == 1:
             arr = arr[0]
-        body, header_len = encode_infer_response(name, version, req.id, OUTPUT_NAME, arr, dt, req.binary_output, params)
+        if out_shm is not None:
+            data = binary_bytes(arr, dt)
+            region, offset, size = out_shm
+            if size != len(data):
+                return 400, orjson.dumps({"error": f"output needs {len(data)} bytes of shared memory; shared_memory_byte_size is {size}"}), b"", _JSON
+            try:
+                shm.view(region, offset, size)[:] = data
+            except ShmError as e:
+                return e.status, orjson.dumps({"error": e.message}), b"", _JSON
+        body, header_len = encode_infer_response(
+            name, version, req.id, OUTPUT_NAME, arr, dt, req.binary_output, params, in_shm=out_shm is not None
+        )
         if header_len is None:
             return 200, body, b"", _JSON
         return 200, body, b"Inference-Header-Content-Length: %d\r\n" % header_len, b"application/octet-stream"

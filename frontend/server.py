@@ -123,6 +123,7 @@ class FrontendProc:
         self.boards = [Board(Segment.attach(name).buf) for name in args.metrics_boards]
         self.own_board = self.boards[1 + args.index]
         self.stats_board = Board(Segment.attach(args.stats_board).buf)
+        self.client_shm_board = args.client_shm_board
         self.metrics = MetricSet()
         fe = str(args.index)
         self.m_duration = self.metrics.histogram(

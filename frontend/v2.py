@@ -95,8 +95,12 @@ def _shape(value, where: str) -> list[int]:
     return value
 
 
-def decode_infer(body: bytes, header_len: int | None) -> InferRequest:
-    """Parse a request body. `header_len` is Inference-Header-Content-Length (None if absent)."""
+def decode_infer(body: bytes, header_len: int | None, shm=None) -> InferRequest:
+    """Parse a request body. `header_len` is Inference-Header-Content-Length (None if absent).
+
+    `shm(region, offset, byte_size) -> memoryview` resolves inputs that name a client shared
+    memory region; None means the extension is off.
+    """
     if header_len is not None and header_len == 0:
         raise bad("raw binary request: use decode_raw")
     if header_len is not None and not 0 < header_len <= len(body):
@@ -135,7 +139,17 @@ def decode_infer(body: bytes, header_len: int | None) -> InferRequest:
         tparams = t.get("parameters") or {}
         nbytes = tparams.get("binary_data_size")
         if "shared_memory_region" in tparams:
-            raise V2Error(400, f"{where}: shared memory inputs are not enabled on this server")
+            if shm is None:
+                raise V2Error(400, f"{where}: system shared memory is off; start the server with --allow-client-shm")
+            size = tparams.get("shared_memory_byte_size")
+            off = tparams.get("shared_memory_offset", 0)
+            if not isinstance(size, int) or size < 0:
+                raise bad(f"{where}: shared_memory_byte_size must be a non-negative integer")
+            if dt != "BYTES" and size != count * DATATYPES[dt].itemsize:
+                raise bad(f"{where}: shared_memory_byte_size is {size}; a {dt} tensor of shape {shape} needs {count * DATATYPES[dt].itemsize}")
+            values = _from_binary(shm(tparams["shared_memory_region"], off, size), dt, count, where)
+            inputs.append(InferInput(t["name"], dt, shape, values))
+            continue
         if nbytes is not None:
             if not isinstance(nbytes, int) or nbytes < 0 or offset + nbytes > len(binary):
                 raise bad(f"{where}: binary_data_size {nbytes!r} does not fit the {len(binary) - offset} binary bytes left")
@@ -260,7 +274,7 @@ def rows_to_tensor(rows: list[bytes], datatype: str | None) -> tuple[np.ndarray,
     return arr.astype(DATATYPES[datatype]), datatype
 
 
-def _binary_bytes(arr: np.ndarray, datatype: str) -> bytes:
+def binary_bytes(arr: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         return b"".join(len(v).to_bytes(4, "little") + v for v in arr.reshape(-1))
     return np.ascontiguousarray(arr).tobytes()
@@ -284,14 +298,20 @@ def encode_infer_response(
     datatype: str,
     binary: bool,
     parameters: dict | None = None,
+    in_shm: bool = False,
 ) -> tuple[bytes, int | None]:
-    """(body, Inference-Header-Content-Length or None) of an infer response with one output."""
+    """(body, Inference-Header-Content-Length or None) of an infer response with one output.
+
+    `in_shm`: the output was written into a client shared memory region; the answer names it
+    only (no data, no parameters), as the extension specifies."""
     out: dict = {"name": output_name, "datatype": datatype, "shape": list(arr.shape)}
     tail = b""
-    if binary:
-        tail = _binary_bytes(arr, datatype)
+    if in_shm:
+        binary = False
+    elif binary:
+        tail = binary_bytes(arr, datatype)
         out["parameters"] = {"binary_data_size": len(tail)}
-    else:
+    elif not in_shm:
         out["data"] = _json_data(arr, datatype)
     doc: dict = {"model_name": model_name}
     if model_version is not None:

@@ -157,9 +157,11 @@ def test_bf16_json_and_raw_binary_request(server):
     assert np.frombuffer(rest[json_len:], dtype=np.float32).tolist() == [6.0, 22.0]
 
 
-def test_cuda_unregister_is_a_no_op_and_shm_is_refused(server):
+def test_cuda_unregister_is_a_no_op_and_shm_is_off_by_default(server, client):
     assert server.request("POST", "/v2/cudasharedmemory/unregister", b"")[0] == 200
-    assert server.request("POST", "/v2/systemsharedmemory/region/x/register", b"{}")[0] == 501
+    status, body, _ = server.request("POST", "/v2/systemsharedmemory/region/x/register", b'{"key": "/x", "byte_size": 4}')
+    assert status == 400 and "--allow-client-shm" in body["error"]
+    assert "system_shared_memory" not in client.get_server_metadata()["extensions"]
 
 
 def test_metrics_parse_and_count_the_traffic(server, client):
