@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frontends", type=int, help="frontend processes sharing the port (default 1)")
     s.add_argument("--allow-client-shm", action="store_true", default=None,
                    help="enable Triton's system shared memory extension (clients' /dev/shm regions are read and written)")
-    s.add_argument("--data-dir", default=None, help=f"where the demo caches its trained model (default {default_data_dir()})")
+    s.add_argument("--data-dir", default=None, help=f"where the demo's trained model and the selection policies' state are kept (default {default_data_dir()})")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w = sub.add_parser("sweep", help="remove shared-memory segments left by dead schooner instances")
     w.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -90,6 +90,10 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"schooner: bad configuration: {e}", file=sys.stderr)
         return 2
+    if args.data_dir or not cfg.data_dir:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(args.data_dir or default_data_dir()))
     sup = Supervisor(cfg)
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)

@@ -69,6 +69,10 @@ class AppConfig:
     default_output: str
     models: tuple[str, ...]
     cache: bool = True
+    policy: str = "single"  # single | exp3 | exp4 | epsilon_greedy | ucb1
+    policy_params: dict = field(default_factory=dict)
+    confidence_threshold: float = 0.0
+    max_contexts: int = 10_000  # per-uid selection states kept (LRU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,8 @@ class ServerConfig:
     response_slot_nbytes: int = 4 * MIB
     cache_nbytes: int = 32 * MIB
     allow_client_shm: bool = False  # Triton's system shared memory extension (a trust boundary)
+    data_dir: str = ""  # where selection-policy state is kept across restarts ("" = not kept)
+    snapshot_interval_s: float = 5.0
     ready_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
     source: str = "<built-in>"
@@ -239,12 +245,27 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
             default_output=str(default),
             models=tuple(linked),
             cache=t.get("cache", bool, "true or false", True),
+            policy=t.get("policy", str, "one of single, exp3, exp4, epsilon_greedy, ucb1",
+                         "exp4" if len(linked) > 1 else "single"),
+            policy_params=t.get("policy_params", dict, "a table of the policy's parameters", {}),
+            confidence_threshold=float(t.get("confidence_threshold", (int, float), "a number in [0, 1]", 0.0)),
+            max_contexts=t.positive("max_contexts", 10_000, minimum=0),
         )
         t.check_unknown()
+        from schooner.engine.core.policies import make_policy
+
+        try:
+            make_policy(a.policy, **a.policy_params)
+        except (ValueError, TypeError) as e:
+            raise t.fail("policy", f"a valid policy ({e})", a.policy) from None
+        if a.policy == "single" and len(a.models) > 1:
+            raise t.fail("policy", "a selection policy (exp3, exp4, epsilon_greedy, ucb1) for several models", "single")
+        if not 0.0 <= a.confidence_threshold <= 1.0:
+            raise t.fail("confidence_threshold", "a number in [0, 1]", a.confidence_threshold)
         if any(o.name == a.name for o in apps):
             raise t.fail("name", "a name not used by another app", a.name)
-        if len(a.models) > 1:
-            raise t.fail("models", "at most one linked model (ensembles come with selection policies)", list(a.models))
+        if len(set(a.models)) != len(a.models):
+            raise t.fail("models", "distinct model names", list(a.models))
         for mname in a.models:
             m = by_name.get(mname)
             if m is None:
@@ -268,6 +289,8 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         response_slot_nbytes=server.positive("response_slot_nbytes", 4 * MIB, minimum=4096),
         cache_nbytes=server.positive("cache_nbytes", 32 * MIB, minimum=0),
         allow_client_shm=server.get("allow_client_shm", bool, "true or false", False),
+        data_dir=server.get("data_dir", str, "a directory", ""),
+        snapshot_interval_s=float(server.get("snapshot_interval_s", (int, float), "a number of seconds", 5.0)),
         ready_timeout_s=float(server.get("ready_timeout_s", (int, float), "a number of seconds", 120.0)),
         python_path=tuple(server.get("python_path", list, "a list of directories", [])),
     )
@@ -297,13 +320,18 @@ class Route:
     config, so a route index means the same thing in both processes."""
 
     name: str
-    model: int | None  # linked model, None for an app without one
+    model: int | None  # linked model (the first, for an ensemble), None for an app without one
     input_type: str
     input_shape: tuple[int, ...]
     latency_slo_micros: int
     default_output: str
     cache: bool
     is_app: bool
+    models: tuple[int, ...] = ()  # every linked model
+    policy: str = "single"
+    policy_params: dict = field(default_factory=dict)
+    confidence_threshold: float = 0.0
+    max_contexts: int = 0
 
 
 DIRECT_MODEL_SLO_MICROS = 1_000_000
@@ -313,11 +341,13 @@ def routes(config: ServerConfig) -> list[Route]:
     """Apps in config order, then one direct route per model."""
     out = [
         Route(a.name, config.model_index(a.models[0]) if a.models else None, a.input_type, a.input_shape,
-              a.latency_slo_micros, a.default_output, a.cache and config.cache_nbytes > 0, True)
+              a.latency_slo_micros, a.default_output, a.cache and config.cache_nbytes > 0, True,
+              tuple(config.model_index(n) for n in a.models), a.policy, a.policy_params,
+              a.confidence_threshold, a.max_contexts)
         for a in config.apps
     ]
     for mi, m in enumerate(config.models):
         slos = [a.latency_slo_micros for a in config.apps if m.name in a.models]
         out.append(Route(m.name, mi, m.input_type, m.input_shape, min(slos) if slos else DIRECT_MODEL_SLO_MICROS,
-                         "null", config.cache_nbytes > 0, False))
+                         "null", config.cache_nbytes > 0, False, (mi,)))
     return out

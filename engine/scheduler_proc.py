@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 
@@ -24,6 +25,7 @@ import orjson
 from schooner.engine.config import ServerConfig, routes
 from schooner.engine.core.aimd import AimdConfig
 from schooner.engine.core.cache import digester
+from schooner.engine.core.policies import make_policy
 from schooner.engine.core.scheduler import (
     AppRoute,
     ModelSpec,
@@ -32,6 +34,7 @@ from schooner.engine.core.scheduler import (
     SchedulerCore,
     SendBatch,
 )
+from schooner.engine.policy_store import PolicyStore
 from schooner.engine.spawn import SchedulerArgs, setup_logging
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
@@ -55,7 +58,7 @@ def default_json(text: str) -> bytes:
         return orjson.dumps(text)
 
 
-def build_core(config: ServerConfig) -> SchedulerCore:
+def build_core(config: ServerConfig, rng: random.Random | None = None) -> SchedulerCore:
     apps = [
         AppRoute(
             model=r.model,
@@ -63,6 +66,10 @@ def build_core(config: ServerConfig) -> SchedulerCore:
             slo_ns=r.latency_slo_micros * 1000,
             cache=r.cache,
             name=r.name if r.is_app else f"model:{r.name}",
+            models=r.models,
+            policy=make_policy(r.policy, **r.policy_params) if r.is_app and r.policy != "single" else None,
+            confidence_threshold=r.confidence_threshold,
+            max_contexts=r.max_contexts,
         )
         for r in routes(config)
     ]
@@ -78,7 +85,7 @@ def build_core(config: ServerConfig) -> SchedulerCore:
         )
         for m in config.models
     ]
-    return SchedulerCore(apps, models, cache_nbytes=config.cache_nbytes)
+    return SchedulerCore(apps, models, cache_nbytes=config.cache_nbytes, rng=rng or random.Random())
 
 
 def render_outputs(scores: np.ndarray) -> list[bytes]:
@@ -91,7 +98,7 @@ def render_outputs(scores: np.ndarray) -> list[bytes]:
 class _Outbox:
     """Answers for one frontend, accumulated over one turn and written as one batch."""
 
-    __slots__ = ("ids", "status", "default", "output", "explanation")
+    __slots__ = ("ids", "status", "default", "output", "explanation", "extra")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
@@ -99,6 +106,7 @@ class _Outbox:
         self.default: list[bool] = []
         self.output: list[bytes] = []
         self.explanation: list[str] = []
+        self.extra: list[bytes] = []
 
     def add(self, r: Respond) -> None:
         self.ids.append(r.query.query_id)
@@ -106,6 +114,7 @@ class _Outbox:
         self.default.append(r.default)
         self.output.append(r.output)
         self.explanation.append(r.explanation)
+        self.extra.append(r.extra)
 
     def encode(self, slot: memoryview, stop: int) -> int:
         """Write the first `stop` answers as one response message into `slot`."""
@@ -113,14 +122,15 @@ class _Outbox:
             slot, stop,
             [self.ids[:stop], self.status[:stop], self.default[:stop],
              frames.binary_column(self.output[:stop]),
-             frames.binary_column([e.encode() for e in self.explanation[:stop]])],
+             frames.binary_column([e.encode() for e in self.explanation[:stop]]),
+             frames.binary_column(self.extra[:stop])],
         )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def drop(self, n: int) -> None:
-        for lst in (self.ids, self.status, self.default, self.output, self.explanation):
+        for lst in (self.ids, self.status, self.default, self.output, self.explanation, self.extra):
             del lst[:n]
 
 
@@ -154,6 +164,15 @@ class SchedulerProc:
             digester(str(frames.NUMPY_DTYPES[r.input_type] or r.input_type), r.input_shape) if r.cache else None
             for r in routes(cfg)
         ]
+        self.feedback = [socket.socket(fileno=fd) for fd in args.feedback_fds]
+        for f in self.feedback:
+            f.setblocking(False)
+        self.store = PolicyStore(cfg.data_dir) if cfg.data_dir and self.core.contexts else None
+        if self.store is not None:
+            for app, state in self.store.load().items():
+                if self.core.restore_policy(app, state):
+                    log.info("restored the selection state of app %s", app)
+        self.snapshot_ns = time.monotonic_ns()
         self.board = Board(Segment.attach(args.metrics_board).buf)
         self.stats_board = Board(Segment.attach(args.stats_board).buf)
         self.published_ns = 0
@@ -162,7 +181,8 @@ class SchedulerProc:
     # -- the loop ---------------------------------------------------------------------------
 
     def serve(self) -> int:
-        fds = [self.bell.fileno(), self.ctrl.fileno()]
+        fds = [self.bell.fileno(), self.ctrl.fileno(), *(f.fileno() for f in self.feedback)]
+        feedback_fds = set(fds[2:])
         core = self.core
         while self.running:
             now = time.monotonic_ns()
@@ -171,6 +191,8 @@ class SchedulerProc:
             ready = wait_any(fds, timeout)
             if self.ctrl.fileno() in ready:
                 self._control()
+            if feedback_fds.intersection(ready):
+                self._feedback()
             self.bell.clear()  # before draining: a post after this read is never lost
             self._drain_outputs()
             self._drain_submits()
@@ -179,7 +201,37 @@ class SchedulerProc:
             now = time.monotonic_ns()
             if now - self.published_ns > PUBLISH_INTERVAL_NS or core.next_wakeup(now) is None:
                 self._publish(now)
+            if self.store is not None and core.policy_changed and now - self.snapshot_ns > self.cfg.snapshot_interval_s * 1e9:
+                self._snapshot(now)
+        if self.store is not None:
+            self._snapshot(time.monotonic_ns())  # on the way out: nothing learned is lost
+            self.store.close()
         return 0
+
+    def _snapshot(self, now_ns: int) -> None:
+        self.snapshot_ns = now_ns
+        try:
+            self.store.save(self.core.policy_snapshot())
+        except Exception:  # a full disk must not take serving down; the next snapshot retries
+            log.exception("could not save the selection state")
+
+    def _feedback(self) -> None:
+        for sock in self.feedback:
+            while True:
+                try:
+                    msg = protocol.recv(sock)
+                except BlockingIOError:
+                    break
+                except (OSError, protocol.ProtocolError):
+                    break
+                if msg is None:
+                    break
+                if isinstance(msg, protocol.Feedback):
+                    error = self.core.feedback(msg.app, msg.query_id, msg.label)
+                    try:
+                        protocol.send(sock, protocol.FeedbackDone(msg.query_id, error or ""))
+                    except OSError:
+                        pass
 
     def _publish(self, now_ns: int) -> None:
         """Metrics snapshot for /metrics: at most every PUBLISH_INTERVAL_NS under load, and
@@ -239,16 +291,19 @@ class SchedulerProc:
         for fi, reader in enumerate(self.submits):
             n = reader.pending()
             for i in range(n):
-                rows, (ids, apps, deadlines, prios, (off, data)) = _SUBMIT.read(reader.read(i))
+                rows, (ids, apps, deadlines, prios, uids, (off, data)) = _SUBMIT.read(reader.read(i))
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
                 bounds = (off - off[0]).tolist()
                 prios = prios.tolist()
+                uids = uids.tolist()
                 for j, qid, app, deadline in zip(range(rows), ids.tolist(), apps.tolist(), deadlines.tolist(), strict=True):
                     payload = data[bounds[j] : bounds[j + 1]]
                     d = digest_of[app]
                     q = Query(fi, qid, app, deadline, payload, d(payload) if d is not None else None)
                     if prios[j]:
                         q.priority = prios[j]
+                    if uids[j] >= 0:
+                        q.uid = uids[j]
                     submit(q, now)
             if n:
                 reader.release(n)

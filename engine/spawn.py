@@ -31,6 +31,7 @@ class FrontendArgs:
     metrics_boards: tuple[str, ...]  # every process's published metrics: scheduler, then frontends
     stats_board: str  # the scheduler's per-model statistics (JSON)
     client_shm_board: str  # registered client shared memory regions (JSON), shared by frontends
+    feedback_fd: int  # SOCK_SEQPACKET to the scheduler: Feedback out, FeedbackDone back
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class SchedulerArgs:
     model_bell_fds: tuple[tuple[int, ...], ...]  # [model][replica]
     metrics_board: str
     stats_board: str
+    feedback_fds: tuple[int, ...]  # one per frontend
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,12 +232,14 @@ class Supervisor:
         boards = (board, *(self._segment(f"metrics-fe{i}", board_nbytes(METRICS_BOARD_NBYTES)) for i in range(cfg.frontends)))
 
         model_fds = [b.fd for row in self.model_bells for b in row]
+        feedback = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(cfg.frontends)]
         self.scheduler = self._spawn(
             protocol.Role.SCHEDULER, "scheduler",
             lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, tuple(b.fd for b in fe_bells),
                                      tuple(submits), tuple(responses),
-                                     tuple(tuple(b.fd for b in row) for row in self.model_bells), board, stats_board),
-            [self.sched_bell.fd, *(b.fd for b in fe_bells), *model_fds],
+                                     tuple(tuple(b.fd for b in row) for row in self.model_bells), board, stats_board,
+                                     tuple(p[1].fileno() for p in feedback)),
+            [self.sched_bell.fd, *(b.fd for b in fe_bells), *model_fds, *(p[1].fileno() for p in feedback)],
         )
         for mi, m in enumerate(cfg.models):
             for ri in range(m.replicas):
@@ -249,12 +251,15 @@ class Supervisor:
                 protocol.Role.FRONTEND, f"frontend[{i}]",
                 lambda fd, i=i, sock=sock: FrontendArgs(i, cfg, fd, fe_bells[i].fd, self.sched_bell.fd,
                                                         submits[i], responses[i], sock.fileno(), boards, stats_board,
-                                                        shm_board),
-                [fe_bells[i].fd, self.sched_bell.fd, sock.fileno()],
+                                                        shm_board, feedback[i][0].fileno()),
+                [fe_bells[i].fd, self.sched_bell.fd, sock.fileno(), feedback[i][0].fileno()],
             )
         self._await_ready([c for c in self.children if not c.ready])
         for s in self.listen_socks:
             s.close()  # the frontends hold their copies
+        for a, b in feedback:
+            a.close()  # the frontend and the scheduler hold theirs
+            b.close()
         self._move(SupervisorState.RUNNING)
 
     def _await_ready(self, waiting: list[Child]) -> None:

@@ -102,6 +102,12 @@ def _json_type(v) -> str:
 
 def decode_predict(body: bytes, app: AppConfig, model: ModelConfig | None) -> tuple[list, bool]:
     """(items, is_batch) of a predict body; raises RequestError naming the expected schema."""
+    items, is_batch, _ = decode_predict_uid(body, app, model)
+    return items, is_batch
+
+
+def decode_predict_uid(body: bytes, app: AppConfig, model: ModelConfig | None) -> tuple[list, bool, int]:
+    """(items, is_batch, uid or -1) of a predict body; see `decode_predict`."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -113,27 +119,48 @@ def decode_predict(body: bytes, app: AppConfig, model: ModelConfig | None) -> tu
         if model is None or str(version) != model.version:
             name = model.name if model is not None else "(no linked model)"
             raise bad_request(f"Requested version: {version} does not exist for model: {name}")
-    extra = set(doc) - {"input", "input_batch", "version"}
+    extra = set(doc) - {"input", "input_batch", "version", "uid"}
     if extra:
-        raise bad_request(f"unexpected key(s) {sorted(extra)}; expected \"input\" or \"input_batch\" (and optionally \"version\")")
+        raise bad_request(f"unexpected key(s) {sorted(extra)}; expected \"input\" or \"input_batch\" (and optionally \"version\", \"uid\")")
+    uid = doc.get("uid", -1)
+    if not isinstance(uid, int) or isinstance(uid, bool) or uid < -1 or uid >= 2**63:
+        raise bad_request(f"\"uid\" must be a non-negative integer, got {uid!r}")
     if "input" in doc:
         if "input_batch" in doc:
             raise bad_request("give either \"input\" or \"input_batch\", not both")
-        return [doc["input"]], False
+        return [doc["input"]], False, uid
     if "input_batch" in doc:
         batch = doc["input_batch"]
         if not isinstance(batch, list) or not batch:
             raise bad_request(f"\"input_batch\" must be a non-empty JSON array of inputs, got {_json_type(batch)}")
-        return batch, True
+        return batch, True, uid
     raise bad_request("missing \"input\" (one query) or \"input_batch\" (a list of queries)")
 
 
-def encode_prediction(query_id: int, output: bytes, default: bool, explanation: str | None) -> bytes:
+def encode_prediction(query_id: int, output: bytes, default: bool, explanation: str | None, extra: bytes = b"") -> bytes:
+    """One prediction; `extra` holds more JSON members (an ensemble's confidence) or b""."""
+    tail = b"," + extra + b"}" if extra else b"}"
     if not default:
-        return b'{"query_id":%d,"output":%s,"default":false}' % (query_id, output)
-    return b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s}' % (
-        query_id, output, orjson.dumps(explanation or ""),
+        return b'{"query_id":%d,"output":%s,"default":false%s' % (query_id, output, tail)
+    return b'{"query_id":%d,"output":%s,"default":true,"default_explanation":%s%s' % (
+        query_id, output, orjson.dumps(explanation or ""), tail,
     )
+
+
+def decode_update(body: bytes) -> tuple[int, object, float]:
+    """(uid, input item, label) of a POST /<app>/update body."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(400, "Json error", f"body is not valid JSON ({e}); expected {{\"uid\", \"input\", \"label\"}}") from None
+    if not isinstance(doc, dict) or not {"uid", "input", "label"} <= set(doc):
+        raise bad_request("expected a JSON object {\"uid\": <int>, \"input\": <input>, \"label\": <number>}")
+    uid, label = doc["uid"], doc["label"]
+    if not isinstance(uid, int) or isinstance(uid, bool) or not 0 <= uid < 2**63:
+        raise bad_request(f"\"uid\" must be a non-negative integer, got {uid!r}")
+    if not isinstance(label, (int, float)) or isinstance(label, bool):
+        raise bad_request(f"\"label\" must be a number, got {label!r}")
+    return uid, doc["input"], float(label)
 
 
 def encode_batch(predictions: list[bytes]) -> bytes:

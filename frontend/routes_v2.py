@@ -337,7 +337,13 @@ def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool
             return status, orjson.dumps({"error": doc.get("cause") or doc.get("error")}), b"", _JSON
         rows = [o[0] for o in p.outputs]
         defaults = [o[2] for o in p.outputs if o[1]]
-        params = {"schooner_defaults": len(defaults), "default_explanation": defaults[0]} if defaults else None
+        params = {"schooner_defaults": len(defaults), "default_explanation": defaults[0]} if defaults else {}
+        extras = [o[4] for o in p.outputs if o[4]]
+        if extras:  # an ensemble: the lowest confidence and the fewest models over the rows
+            members = [orjson.loads(b"{" + x + b"}") for x in extras]
+            params["confidence"] = min(m["confidence"] for m in members)
+            params["models_used"] = min(m["models_used"] for m in members)
+        params = params or None
         try:
             arr, dt = rows_to_tensor(rows, None)
         except (ValueError, TypeError):

@@ -32,7 +32,8 @@ from schooner.engine.spawn import FrontendArgs, setup_logging
 from schooner.frontend.codec import (
     InputCodec,
     RequestError,
-    decode_predict,
+    decode_predict_uid,
+    decode_update,
     encode_batch,
     encode_prediction,
 )
@@ -111,6 +112,7 @@ class FrontendProc:
         self.t_apps: list[int] = []
         self.t_deadlines: list[int] = []
         self.t_priorities: list[int] = []
+        self.t_uids: list[int] = []
         self.t_chunks: list[bytes] = []  # input bytes; a chunk may hold several queries' rows
         self.t_lens: list[int] = []  # one input length per query
         self.t_nbytes = 0
@@ -124,6 +126,9 @@ class FrontendProc:
         self.own_board = self.boards[1 + args.index]
         self.stats_board = Board(Segment.attach(args.stats_board).buf)
         self.client_shm_board = args.client_shm_board
+        self.feedback = socket.socket(fileno=args.feedback_fd)
+        self.feedback.setblocking(False)
+        self.fb_waiting: dict[int, tuple] = {}
         self.metrics = MetricSet()
         fe = str(args.index)
         self.m_duration = self.metrics.histogram(
@@ -165,17 +170,67 @@ class FrontendProc:
         if self.draining:
             raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
         app_idx, app, codec = entry
-        items, is_batch = decode_predict(body, app, self.app_models[app_idx])
+        items, is_batch, uid = decode_predict_uid(body, app, self.app_models[app_idx])
         encoded = [codec.encode(item) for item in items]  # raises before anything is queued
         for e in encoded:
             if len(e) > self.max_query_nbytes:
                 raise RequestError(413, "payload too large", f"one query's input is {len(e)} bytes; the limit is {self.max_query_nbytes}")
         now = time.monotonic_ns()
         pending = _Pending(conn, slot, len(encoded), is_batch, now)
-        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, [len(e) for e in encoded])
+        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, [len(e) for e in encoded], uid=uid)
+
+    def submit_update(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
+        """Clipper's POST /<app>/update: predict the input (all the app's policy needs to
+        join), then hand the label to the scheduler on the feedback channel; answer
+        {"ok": true} once it is applied."""
+        entry = self.apps.get(app_name)
+        if entry is None:
+            raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
+        if self.draining:
+            raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
+        app_idx, app, codec = entry
+        uid, item, label = decode_update(body)
+        data = codec.encode(item)
+        now = time.monotonic_ns()
+
+        def render(p):
+            if p.error is not None:
+                return p.error[0], p.error[1], b"", b"application/json"
+            qid = p.outputs[0][3]
+            self.fb_waiting[qid] = (p.conn, p.slot)
+            protocol.send(self.feedback, protocol.Feedback(app_idx, qid, label))
+            return None
+
+        pending = _Pending(conn, slot, 1, False, now, render)
+        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, [data], [len(data)], uid=uid)
+
+    def on_feedback(self) -> None:
+        while True:
+            try:
+                msg = protocol.recv(self.feedback)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg = None
+            if msg is None:  # the scheduler is gone; the supervisor's Abort answers what waits
+                self.loop.remove_reader(self.feedback.fileno())
+                return
+            if isinstance(msg, protocol.FeedbackDone):
+                waiting = self.fb_waiting.pop(msg.query_id, None)
+                if waiting is None:
+                    continue
+                conn, slot = waiting
+                self.requests_inflight -= 1
+                if msg.error:
+                    conn.respond(slot, 409, error_body("feedback not applied", msg.error))
+                else:
+                    conn.respond(slot, 200, b'{"ok":true}')
+                if self.draining and self.requests_inflight == 0:
+                    self._report_drained()
 
     def enqueue(
-        self, pending: _Pending, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int], priority: int = 0
+        self, pending: _Pending, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int],
+        priority: int = 0, uid: int = -1,
     ) -> None:
         """Queue one request's queries (`lens` gives each query's share of `chunks`, in order)
         for this tick's submit batch. Nothing can fail after this point: every query will be
@@ -193,6 +248,7 @@ class FrontendProc:
         self.t_apps.extend([route] * len(lens))
         self.t_deadlines.extend([deadline_ns] * len(lens))
         self.t_priorities.extend([priority] * len(lens))
+        self.t_uids.extend([uid] * len(lens))
         self.t_chunks.extend(chunks)
         self.t_lens.extend(lens)
         self.t_nbytes += nbytes
@@ -205,10 +261,10 @@ class FrontendProc:
             return
         offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
         self.backlog.append(
-            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities,
+            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids,
                                (offsets, b"".join(self.t_chunks))])
         )
-        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities = [], [], [], []
+        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
         self.t_chunks, self.t_lens = [], []
         self.t_nbytes = 0
 
@@ -228,10 +284,11 @@ class FrontendProc:
         n = reader.pending()
         inflight = self.inflight
         for i in range(n):
-            rows, (ids, status, defaults, (off, data), (eoff, edata)) = _RESPONSE.read(reader.read(i))
+            rows, (ids, status, defaults, (off, data), (eoff, edata), (xoff, xdata)) = _RESPONSE.read(reader.read(i))
             outputs = frames.binary_items(off, data)
             has_expl = eoff[-1] != eoff[0]
             expl = frames.binary_items(eoff, edata) if has_expl else None
+            extras = frames.binary_items(xoff, xdata) if xoff[-1] != xoff[0] else None
             for j, qid, st, dflt in zip(range(rows), ids.tolist(), status.tolist(), defaults.tolist(), strict=True):
                 entry = inflight.pop(qid, None)
                 if entry is None:
@@ -242,10 +299,11 @@ class FrontendProc:
                         p.error = (st, error_body("model error", outputs[j].decode(errors="replace")))
                 else:
                     why = expl[j].decode() if dflt and expl else None
+                    extra = extras[j] if extras else b""
                     if p.render is None:
-                        p.outputs[k] = encode_prediction(qid, outputs[j], dflt, why)
+                        p.outputs[k] = encode_prediction(qid, outputs[j], dflt, why, extra)
                     else:
-                        p.outputs[k] = (outputs[j], dflt, why)
+                        p.outputs[k] = (outputs[j], dflt, why, qid, extra)
                 p.remaining -= 1
                 if p.remaining == 0:
                     self._complete(p)
@@ -257,13 +315,18 @@ class FrontendProc:
             self._report_drained()
 
     def _complete(self, p: _Pending) -> None:
-        self.requests_inflight -= 1
         headers, ctype = b"", b"application/json"
         if p.render is not None:
-            status, body, headers, ctype = p.render(p)
+            rendered = p.render(p)
+            if rendered is None:  # answered later (feedback waits for the scheduler)
+                return
+            status, body, headers, ctype = rendered
+            self.requests_inflight -= 1
         elif p.error is not None:
+            self.requests_inflight -= 1
             status, body = p.error
         else:
+            self.requests_inflight -= 1
             status = 200
             body = encode_batch(p.outputs) if p.batch else p.outputs[0]
         self.m_duration.observe((time.monotonic_ns() - p.start_ns) / 1e9)
@@ -296,8 +359,12 @@ class FrontendProc:
         pendings = {id(p): p for p, _ in self.inflight.values()}
         self.inflight.clear()
         self.backlog.clear()
-        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities = [], [], [], []
+        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
         self.t_chunks, self.t_lens = [], []
+        for conn, slot in self.fb_waiting.values():
+            self.requests_inflight -= 1
+            conn.respond(slot, 503, body)
+        self.fb_waiting.clear()
         for p in pendings.values():
             self.requests_inflight -= 1
             p.conn.respond(p.slot, 503, body)
@@ -409,6 +476,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _route(self, slot: list, method: bytes, path: str) -> None:
         parts = [p for p in path.split("/") if p]
+        if len(parts) == 2 and parts[1] == "update" and parts[0] != "v2":
+            if method != b"POST":
+                raise _method_not_allowed("POST", path)
+            body = b"".join(self.body)
+            self.body = []
+            self.fe.submit_update(self, slot, parts[0], body)
+            return
         if len(parts) == 2 and parts[1] == "predict":
             if method != b"POST":
                 raise _method_not_allowed("POST", path)
@@ -465,6 +539,7 @@ async def _serve(args: FrontendArgs) -> int:
     server = await loop.create_server(lambda: HttpConnection(fe), sock=sock, backlog=4096)
     loop.add_reader(fe.bell.fileno(), fe.on_bell)
     loop.add_reader(fe.ctrl.fileno(), fe.on_control)
+    loop.add_reader(fe.feedback.fileno(), fe.on_feedback)
     fe.publish_metrics()
     protocol.send(fe.ctrl, protocol.Ready(protocol.Role.FRONTEND, f"frontend[{fe.index}]", os.getpid()))
     await fe.stopped.wait()

@@ -29,6 +29,7 @@ SUBMIT_SCHEMA = pa.schema(
         ("app", pa.uint16()),
         ("deadline_ns", pa.int64()),
         ("priority", pa.uint8()),  # 0: the default level; 1 is served first
+        ("uid", pa.int64()),  # the user, for per-user selection state; -1: none
         ("input", pa.binary()),
     ]
 )
@@ -42,6 +43,7 @@ RESPONSE_SCHEMA = pa.schema(
         ("default", pa.bool_()),
         ("output", pa.binary()),
         ("explanation", pa.string()),
+        ("extra", pa.binary()),  # more JSON members, e.g. confidence of an ensemble; b"" if none
     ]
 )
 

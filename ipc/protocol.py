@@ -96,9 +96,27 @@ class ReplicaUp:
     output_ring: str
 
 
-ControlMessage = Ready | Fatal | Drain | Drained | Abort | Stop | ReplicaDown | ReplicaUp
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """Frontend -> scheduler: the true label of a prediction of a selection-policy app."""
+
+    app: int
+    query_id: int
+    label: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackDone:
+    """Scheduler -> frontend: the feedback was applied (error empty) or why not."""
+
+    query_id: int
+    error: str = ""
+
+
+ControlMessage = Ready | Fatal | Drain | Drained | Abort | Stop | ReplicaDown | ReplicaUp | Feedback | FeedbackDone
 MESSAGE_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Ready, Fatal, Drain, Drained, Abort, Stop, ReplicaDown, ReplicaUp)
+    cls.__name__: cls
+    for cls in (Ready, Fatal, Drain, Drained, Abort, Stop, ReplicaDown, ReplicaUp, Feedback, FeedbackDone)
 }
 
 

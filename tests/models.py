@@ -74,3 +74,26 @@ class StringLengths:
 
     def predict(self, batch: list[str]) -> np.ndarray:
         return np.array([len(s) for s in batch], dtype=np.int64)
+
+
+class DigitsProba:
+    """A real classifier of scikit-learn's digits: class probabilities (n, 10)."""
+
+    def setup(self, device: str) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.linear_model import LogisticRegression
+
+        d = load_digits()
+        self.clf = LogisticRegression(max_iter=500).fit(d.data[:1000], d.target[:1000])
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.clf.predict_proba(batch.reshape(len(batch), -1)).astype(np.float32)
+
+
+class AlwaysZero:
+    """A useless model for the same task: all its probability on class 0."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(batch), 10), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out

@@ -38,7 +38,7 @@ class SchoonerServer:
             path = tmp_path / "schooner.toml"
             path.write_text(toml_config(config))
             args += ["--config", str(path)]
-        else:
+        if "--data-dir" not in extra:
             args += ["--data-dir", str(tmp_path / "data")]
         self.log_path = tmp_path / "server.log"
         self._log = open(self.log_path, "wb")

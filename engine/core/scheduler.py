@@ -34,17 +34,25 @@ Rules (Clipper's model abstraction layer, as its paper describes it):
 from __future__ import annotations
 
 import heapq
+import random
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+import numpy as np
+import orjson
+
 from schooner.engine.core.aimd import AimdConfig, AimdController
 from schooner.engine.core.cache import CacheKey, PredictionCache
 from schooner.engine.core.metrics import BATCH_SIZE_BUCKETS, MetricSet
+from schooner.engine.core.policies import ContextStates, SelectionPolicy
 from schooner.engine.core.queues import DEFAULT_PRIORITY, PriorityDeadlineQueue, batch_ready_at
 
 SLO_EXPLANATION = "Failed to retrieve a prediction response within the specified latency SLO"
 NO_MODEL_EXPLANATION = "No connected models found for query"
+LOW_CONFIDENCE_EXPLANATION = "Prediction confidence is below the app's confidence_threshold"
+RECENT_PREDICTIONS = 4096  # per app: predictions kept for joining feedback
 MAX_ATTEMPTS = 2
 _EWMA = 0.2  # weight of the newest batch latency in a replica's expected latency
 
@@ -70,6 +78,22 @@ class Query:
     done: bool = False
     key: CacheKey | None = None
     priority: int = DEFAULT_PRIORITY  # lower levels are served first
+    uid: int = -1  # the user (Clipper's context) when the request named one
+    model: int = -1  # set on the sub-queries of a selection policy: the model asked
+    parent: Ensemble | None = None  # set on sub-queries: the query they answer for
+
+
+class Ensemble:
+    """A query of a selection-policy app: the models asked, and what each answered."""
+
+    __slots__ = ("query", "selection", "outputs", "remaining", "error")
+
+    def __init__(self, query: Query, selection, n: int) -> None:
+        self.query = query
+        self.selection = selection
+        self.outputs: dict[int, object] = {}
+        self.remaining = n
+        self.error: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,10 @@ class AppRoute:
     slo_ns: int = 100_000_000
     cache: bool = True
     name: str = ""
+    models: tuple[int, ...] = ()  # every linked model (selection policies choose among them)
+    policy: SelectionPolicy | None = None  # None: the single `model` answers
+    confidence_threshold: float = 0.0
+    max_contexts: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +138,7 @@ class Respond:
     default: bool
     output: bytes  # JSON text of the output when status is 200, else the error cause
     explanation: str = ""
+    extra: bytes = b""  # more JSON members for the answer, e.g. b'"confidence":0.9,"models_used":2'
 
 
 Action = SendBatch | Respond
@@ -172,14 +201,23 @@ class SchedulerCore:
         models: list[ModelSpec],
         cache_nbytes: int = 32 * 1024 * 1024,
         metrics: MetricSet | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.apps = apps
+        self.rng = rng if rng is not None else random.Random(0)
+        # selection state per policy app: ContextStates (per uid, app-wide fallback)
+        self.contexts: dict[int, ContextStates] = {
+            i: ContextStates(a.max_contexts, a.policy.initial_state(len(a.models)))
+            for i, a in enumerate(apps) if a.policy is not None
+        }
+        self.recent: dict[int, OrderedDict] = {i: OrderedDict() for i in self.contexts}
+        self.policy_changed = False
         self.metrics = metrics if metrics is not None else MetricSet()
         self.cache = PredictionCache(cache_nbytes)
         mx = self.metrics
         self.models: list[_Model] = []
         for mi, spec in enumerate(models):
-            slos = [a.slo_ns for a in apps if a.model == mi]
+            slos = [a.slo_ns for a in apps if a.model == mi or mi in a.models]
             slo = min(slos) if slos else 1_000_000_000
             labels = {"model": spec.name or str(mi), "version": spec.version}
             reps = [
@@ -208,11 +246,13 @@ class SchedulerCore:
             self.m_app_defaults.append({
                 SLO_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="slo"),
                 NO_MODEL_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="no_model"),
+                LOW_CONFIDENCE_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="low_confidence"),
             })  # fmt: skip
         self.m_app_errors = [mx.counter("schooner_app_errors_total", "Queries answered with a model error", app=a.name or str(i)) for i, a in enumerate(apps)]
         self.m_evictions = mx.counter("schooner_cache_evictions_total", "Entries evicted from the prediction cache")
         self.m_cache_bytes = mx.gauge("schooner_cache_bytes", "Bytes held by the prediction cache")
         self._deadlines: list[tuple[int, int, Query]] = []
+        self._ensembles: dict[int, Ensemble] = {}
         self._seq = 0
         self._actions: list[Action] = []
         self._ready_models: set[int] = set()
@@ -222,14 +262,43 @@ class SchedulerCore:
     def submit(self, query: Query, now_ns: int = 0) -> None:
         route = self.apps[query.app]
         self.m_app_queries[query.app].value += 1
+        if route.policy is not None:
+            self._submit_ensemble(query, route, now_ns)
+            return
         mi = route.model
         if mi is None or not self.models[mi].replicas:
             self._answer(query, 200, True, route.default_json, NO_MODEL_EXPLANATION)
             return
+        self._submit_model(query, mi, route.cache, now_ns)
+
+    def _submit_ensemble(self, query: Query, route: AppRoute, now_ns: int) -> None:
+        live = [mi for mi in route.models if self.models[mi].replicas]
+        if not live:
+            self._answer(query, 200, True, route.default_json, NO_MODEL_EXPLANATION)
+            return
+        ctx = self.contexts[query.app]
+        state = ctx.get(query.uid) if query.uid >= 0 else ctx.app_state
+        selection = route.policy.select_with_probs(state, None, self.rng)
+        chosen = [route.models[i] for i in selection.models]
+        query.arrival_ns = now_ns
+        ens = Ensemble(query, selection, len(chosen))
+        query.parent = None
+        self._seq += 1
+        heapq.heappush(self._deadlines, (query.deadline_ns, self._seq, query))
+        self._ensembles[id(query)] = ens
+        for k, mi in zip(selection.models, chosen, strict=True):
+            sub = Query(query.frontend, query.query_id, query.app, query.deadline_ns, query.payload,
+                        query.digest, priority=query.priority, uid=query.uid, model=k, parent=ens)
+            if not self.models[mi].replicas:
+                self._sub_done(sub, None, None)
+                continue
+            self._submit_model(sub, mi, route.cache, now_ns)
+
+    def _submit_model(self, query: Query, mi: int, cache: bool, now_ns: int) -> None:
         m = self.models[mi]
         query.arrival_ns = now_ns
         self._seq += 1
-        if route.cache and query.digest is not None:
+        if cache and query.digest is not None:
             key = CacheKey(mi, m.spec.version, query.digest)
             value, leader = self.cache.lookup_or_join(key, query)
             if value is not None:
@@ -337,9 +406,13 @@ class SchedulerCore:
             _, _, q = heapq.heappop(dl)
             if not q.done:
                 route = self.apps[q.app]
-                self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
                 if q.key is not None:
                     self.cache.abandon(q.key, q)
+                ens = self._ensembles.get(id(q))
+                if ens is not None:
+                    self._finish_ensemble(ens)  # combine what arrived; stragglers are not awaited
+                else:
+                    self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
         for mi, m in enumerate(self.models):
             if m.wake_ns is not None and m.wake_ns <= now_ns:
                 m.wake_ns = None
@@ -438,13 +511,124 @@ class SchedulerCore:
             self._actions.append(SendBatch(mi, ri, batch))
             m.oldest_ns = now_ns if len(queue) else None  # approximate: the rest waited until now
 
-    def _answer(self, q: Query, status: int, default: bool, output: bytes, explanation: str = "") -> None:
+    def _answer(
+        self, q: Query, status: int, default: bool, output: bytes, explanation: str = "", extra: bytes = b""
+    ) -> None:
         q.done = True
         q.payload = None
+        if q.parent is not None:  # a sub-query: its answer is one model's contribution
+            self._sub_done(q, None if default or status != 200 else output, output if status != 200 else None)
+            return
         if default:
             self.m_app_defaults[q.app][explanation].value += 1
-        self._actions.append(Respond(q, status, default, output, explanation))
+        self._actions.append(Respond(q, status, default, output, explanation, extra))
+
+    # -- selection policies -----------------------------------------------------------------
+
+    def _sub_done(self, sub: Query, output: bytes | None, error: bytes | None) -> None:
+        ens = sub.parent
+        sub.done = True
+        if ens.query.done:
+            return
+        if output is not None:
+            ens.outputs[sub.model] = _scores(output)
+        elif error is not None and ens.error is None:
+            ens.error = error
+        ens.remaining -= 1
+        if ens.remaining == 0:
+            self._finish_ensemble(ens)
+
+    def _finish_ensemble(self, ens: Ensemble) -> None:
+        q = ens.query
+        self._ensembles.pop(id(q), None)
+        route = self.apps[q.app]
+        ctx = self.contexts[q.app]
+        state = ctx.get(q.uid) if q.uid >= 0 else ctx.app_state
+        asked = len(ens.selection.models)
+        present = {k: v for k, v in ens.outputs.items() if v is not None}
+        recent = self.recent[q.app]
+        recent[q.query_id] = (q.uid, ens.selection, present)
+        while len(recent) > RECENT_PREDICTIONS:
+            recent.popitem(last=False)
+        if not present:
+            if ens.error is not None:
+                self.m_app_errors[q.app].value += 1
+                self._answer(q, 500, False, ens.error)
+            else:
+                self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
+            return
+        combined = route.policy.combine(state, {k: present.get(k) for k in ens.selection.models})
+        extra = b'"confidence":%s,"models_used":%d,"models_asked":%d' % (
+            repr(round(float(combined.confidence), 6)).encode(), combined.contributors, asked)
+        if combined.confidence < route.confidence_threshold:
+            self._answer(q, 200, True, route.default_json, LOW_CONFIDENCE_EXPLANATION, extra)
+            return
+        self._answer(q, 200, False, _render(combined.output), "", extra)
+
+    def feedback(self, app: int, query_id: int, label: float) -> str | None:
+        """Join `label` with a recent prediction of `app` and update its policy state.
+
+        Returns None when applied, else why not. The uid's own state and the app-wide state
+        both learn (new users start from what the population taught)."""
+        route = self.apps[app]
+        if route.policy is None:
+            return None  # a single-model app has nothing to learn; Clipper answered ok too
+        entry = self.recent[app].pop(query_id, None)
+        if entry is None:
+            return "the prediction to join this feedback with is no longer held"
+        uid, selection, outputs = entry
+        if not outputs:
+            return None  # no model answered in time: nothing to learn from
+        ctx = self.contexts[app]
+        if uid >= 0:
+            ctx.observe(route.policy, uid, outputs, label, selection)
+        ctx.app_state = route.policy.observe(ctx.app_state, outputs, label, selection)
+        self.policy_changed = True
+        return None
+
+    def policy_snapshot(self) -> dict[str, dict]:
+        """JSON-able selection state of every policy app, by app name."""
+        self.policy_changed = False
+        return {
+            self.apps[i].name: {"policy": type(self.apps[i].policy).__name__, **c.to_json()}
+            for i, c in self.contexts.items()
+        }
+
+    def restore_policy(self, app_name: str, data: dict) -> bool:
+        """Load a snapshot for `app_name`; False when it does not fit the app any more."""
+        for i, c in self.contexts.items():
+            if self.apps[i].name != app_name:
+                continue
+            if data.get("policy") != type(self.apps[i].policy).__name__:
+                return False  # learned by another policy: start afresh
+            try:
+                restored = ContextStates.from_json(data)
+                fresh = self.apps[i].policy.initial_state(len(self.apps[i].models))
+            except (KeyError, TypeError, ValueError):
+                return False
+            if type(restored.app_state) is not type(fresh) or _n_models(restored.app_state) != _n_models(fresh):
+                return False
+            restored.max_contexts = c.max_contexts
+            self.contexts[i] = restored
+            return True
+        return False
 
 
 def _live(q: Query) -> bool:
     return not q.done
+
+
+def _scores(output: bytes):
+    """A model's JSON output as a policy input: a float, or a float vector."""
+    v = orjson.loads(output)
+    if isinstance(v, list):
+        return np.asarray(v, dtype=np.float64).reshape(-1)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _render(output) -> bytes:
+    return orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _n_models(state) -> int:
+    return getattr(state, "n_models", None) or len(getattr(state, "counts", ()) or ())
