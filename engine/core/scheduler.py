@@ -27,6 +27,10 @@ Rules (Clipper's model abstraction layer, as its paper describes it):
   (`batch_ready_at`). The wait is expressed through `next_wakeup`, never as a sleep.
 * **SLO defaults.** Every query is answered exactly once (`Query.done`). When its deadline
   passes first, it gets its app's default output with `SLO_EXPLANATION`.
+* **Load shedding.** A query arriving at a queue so long that the batches ahead of it (at the
+  replicas' current limits and measured latencies) end after its deadline gets its default at
+  once: queued, it would only make the queries behind it late too. Under sustained overload
+  this keeps the queue short enough that the queries accepted are answered in time.
 * **Replica failure.** A dying replica's in-flight queries go back to the queue once (any live
   replica may take them); a query whose second attempt also dies is answered with HTTP 500.
 """
@@ -181,7 +185,7 @@ class _Replica:
 
 class _Model:
     __slots__ = ("spec", "queue", "replicas", "oldest_ns", "wake_ns", "m_batches", "m_batch_size",
-                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries", "stats")  # fmt: skip
+                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries", "m_shed", "stats")  # fmt: skip
 
     def __init__(self, spec: ModelSpec, replicas: list[_Replica]) -> None:
         self.spec = spec
@@ -235,6 +239,7 @@ class SchedulerCore:
             m.m_hits = mx.counter("schooner_cache_hits_total", "Queries answered from the prediction cache", **labels)
             m.m_misses = mx.counter("schooner_cache_misses_total", "Cache lookups that missed (joined ones included)", **labels)
             m.m_queries = mx.counter("schooner_model_queries_total", "Queries sent to model processes", **labels)
+            m.m_shed = mx.counter("schooner_model_shed_total", "Queries answered with the default on arrival: the queue ahead could not finish before their deadline", **labels)
             for r in reps:
                 r.limit_gauge.set(r.aimd.limit)
             self.models.append(m)
@@ -315,6 +320,13 @@ class SchedulerCore:
                 return  # answered when the leader's result arrives
         else:
             heapq.heappush(self._deadlines, (query.deadline_ns, self._seq, query))
+        if self._hopeless(m, now_ns, query.deadline_ns):
+            # load shedding at the door: queueing it would only delay the queries behind it
+            if query.key is not None:
+                self.cache.fail(query.key)  # a fresh leader: nobody else waits on it yet
+            m.m_shed.value += 1
+            self._answer(query, 200, True, self.apps[query.app].default_json, SLO_EXPLANATION)
+            return
         self._enqueue(mi, query, now_ns)
 
     def batch_done(
@@ -455,6 +467,22 @@ class SchedulerCore:
     def _mark(self, mi: int) -> None:
         if len(self.models[mi].queue):
             self._ready_models.add(mi)
+
+    def _hopeless(self, m: _Model, now_ns: int, deadline_ns: int) -> bool:
+        """Whether a query joining `m`'s queue now cannot be answered before `deadline_ns`:
+        the batches queued ahead of it, at the replicas' current limits and latencies, end
+        later. Unknown latency (no batch measured yet) or no live replica: not hopeless."""
+        live = [r for r in m.replicas if r.state is not ReplicaState.DOWN]
+        if not live:
+            return False
+        expected = max(r.expected_ns for r in live)
+        if not expected:
+            return False
+        capacity = sum(r.aimd.limit for r in live)
+        waves = len(m.queue) // capacity + 1
+        if all(r.state is ReplicaState.BUSY for r in live):
+            waves += 1
+        return now_ns + waves * expected > deadline_ns
 
     def _rehome(self, key: CacheKey, now_ns: int) -> None:
         """A leader left without computing its key: hand the computation to a live waiter."""

@@ -176,3 +176,27 @@ def test_priority_levels_are_served_first_then_by_deadline():
     c.batch_done(0, 0, [b"0", b"0"], now_ns=1 * MS)
     (s,), _ = split(c.poll(1 * MS))
     assert [x.query_id for x in s.queries] == [2, 1]  # default level, earliest deadline first
+
+
+def test_a_query_arriving_at_a_queue_too_long_for_its_deadline_is_shed_at_once():
+    c = core(batch_size=2)
+    r = c.models[0].replicas[0]
+    r.expected_ns = 4 * MS  # a batch of 2 takes about 4 ms
+    for i in range(5):
+        c.submit(q(i, now=0, slo=100 * MS), 0)  # plenty of time: queued
+    sends, answers = split(c.poll(0))
+    assert answers == [] and len(sends) == 1
+    # one batch in flight, 3 queued: a new query waits ~2 more waves + the one in flight = 12 ms
+    c.submit(q(10, now=0, slo=10 * MS), 0)
+    c.submit(q(11, now=0, slo=20 * MS), 0)
+    _, answers = split(c.poll(0))
+    assert [(a.query.query_id, a.default, a.explanation) for a in answers] == [(10, True, SLO_EXPLANATION)]
+    assert "schooner_model_shed_total" in c.metrics.render()
+
+
+def test_no_shedding_before_any_latency_is_known():
+    c = core(batch_size=1)
+    for i in range(50):
+        c.submit(q(i, now=0, slo=1 * MS), 0)
+    _, answers = split(c.poll(0))
+    assert answers == []
