@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from schooner.engine.core.policies import make_policy
+
 INPUT_TYPE_ALIASES = {
     "bytes": "bytes", "byte": "bytes", "b": "bytes",
     "ints": "ints", "integers": "ints", "integer": "ints", "int": "ints", "i": "ints",
@@ -252,8 +254,6 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
             max_contexts=t.positive("max_contexts", 10_000, minimum=0),
         )
         t.check_unknown()
-        from schooner.engine.core.policies import make_policy
-
         try:
             make_policy(a.policy, **a.policy_params)
         except (ValueError, TypeError) as e:

@@ -32,8 +32,9 @@ from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode
 from schooner.ipc import protocol
 from schooner.ipc.board import board_nbytes
 from schooner.ipc.channel import Doorbell, ProcessSentinel, wait_any
+from schooner.ipc.frames import NUMPY_DTYPES
 from schooner.ipc.ring import Ring, ring_nbytes
-from schooner.ipc.shm import Segment, new_instance_id, segment_name, sweep_stale
+from schooner.ipc.shm import Segment, new_instance_id, segment_name, sweep_stale, unlink_segment
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,6 @@ class Supervisor:
         return name
 
     def _unlink(self, name: str) -> None:
-        from schooner.ipc.shm import unlink_segment
-
         unlink_segment(name)
         self.segments.discard(name)
 
@@ -166,8 +165,6 @@ class Supervisor:
 
     def _model_input_slot_nbytes(self, mi: int) -> int:
         m = self.cfg.models[mi]
-        from schooner.ipc.frames import NUMPY_DTYPES
-
         dtype = NUMPY_DTYPES[m.input_type]
         if dtype is None:
             return self.cfg.submit_slot_nbytes

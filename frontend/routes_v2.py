@@ -22,6 +22,7 @@ import orjson
 
 from schooner.engine.config import routes
 from schooner.frontend.client_shm import ClientShmRegistry, ShmError
+from schooner.frontend.pending import PendingRequest
 from schooner.frontend.v2 import (
     APP_DATATYPE,
     DATATYPES,
@@ -296,9 +297,7 @@ class V2Routes:
         version = m.version if m is not None else None
         now = time.monotonic_ns()
         render = _renderer(name, version, req, unbatched, out_shm, self.shm)
-        from schooner.frontend.server import _Pending
-
-        pending = _Pending(conn, slot, n, True, now, render)
+        pending = PendingRequest(conn, slot, n, True, now, render)
         fe.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority)
 
     def _raw_request(self, r, body: bytes) -> InferRequest:

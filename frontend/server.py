@@ -37,6 +37,8 @@ from schooner.frontend.codec import (
     encode_batch,
     encode_prediction,
 )
+from schooner.frontend.pending import PendingRequest
+from schooner.frontend.routes_v2 import V2Routes
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.board import Board
@@ -67,24 +69,6 @@ def error_body(kind: str, cause: str) -> bytes:
     return orjson.dumps({"error": kind, "cause": cause})
 
 
-class _Pending:
-    """One predict request waiting for its queries' answers."""
-
-    __slots__ = ("conn", "slot", "batch", "outputs", "remaining", "error", "start_ns", "render")
-
-    def __init__(self, conn: HttpConnection, slot: list, n: int, batch: bool, start_ns: int, render=None) -> None:
-        self.start_ns = start_ns
-        self.conn = conn
-        self.slot = slot
-        self.batch = batch
-        # Clipper: the encoded prediction per query; with `render`: (output JSON, default, explanation)
-        self.outputs: list = [None] * n
-        self.remaining = n
-        self.error: tuple[int, bytes] | None = None
-        # render(pending) -> (status, body, extra headers, content type) for other protocols
-        self.render = render
-
-
 class FrontendProc:
     """Process-wide state: apps, rings, the tick batch, the in-flight table."""
 
@@ -105,7 +89,7 @@ class FrontendProc:
         self.ctrl.setblocking(False)
         self.max_query_nbytes = self.submit.ring.slot_nbytes - 4096
         self.next_id = (args.index << 48) + 1
-        self.inflight: dict[int, tuple[_Pending, int]] = {}
+        self.inflight: dict[int, tuple[PendingRequest, int]] = {}
         self.requests_inflight = 0
         # the tick batch
         self.t_ids: list[int] = []
@@ -136,8 +120,6 @@ class FrontendProc:
         self.m_status: dict[int, object] = {}
         self.metrics_changed = False
         self._fe_label = fe
-        from schooner.frontend.routes_v2 import V2Routes
-
         self.v2 = V2Routes(self)
 
     def count_response(self, status: int) -> None:
@@ -176,7 +158,7 @@ class FrontendProc:
             if len(e) > self.max_query_nbytes:
                 raise RequestError(413, "payload too large", f"one query's input is {len(e)} bytes; the limit is {self.max_query_nbytes}")
         now = time.monotonic_ns()
-        pending = _Pending(conn, slot, len(encoded), is_batch, now)
+        pending = PendingRequest(conn, slot, len(encoded), is_batch, now)
         self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, [len(e) for e in encoded], uid=uid)
 
     def submit_update(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
@@ -201,7 +183,7 @@ class FrontendProc:
             protocol.send(self.feedback, protocol.Feedback(app_idx, qid, label))
             return None
 
-        pending = _Pending(conn, slot, 1, False, now, render)
+        pending = PendingRequest(conn, slot, 1, False, now, render)
         self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, [data], [len(data)], uid=uid)
 
     def on_feedback(self) -> None:
@@ -229,7 +211,7 @@ class FrontendProc:
                     self._report_drained()
 
     def enqueue(
-        self, pending: _Pending, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int],
+        self, pending: PendingRequest, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int],
         priority: int = 0, uid: int = -1,
     ) -> None:
         """Queue one request's queries (`lens` gives each query's share of `chunks`, in order)
@@ -314,7 +296,7 @@ class FrontendProc:
         if self.draining and self.requests_inflight == 0:
             self._report_drained()
 
-    def _complete(self, p: _Pending) -> None:
+    def _complete(self, p: PendingRequest) -> None:
         headers, ctype = b"", b"application/json"
         if p.render is not None:
             rendered = p.render(p)
