@@ -45,7 +45,7 @@ from schooner.ipc.shm import Segment
 log = logging.getLogger(__name__)
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
-PUBLISH_INTERVAL_NS = 100_000_000
+PUBLISH_INTERVAL_NS = 20_000_000  # metrics snapshots: at most 50 per second, at most 20 ms stale
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
 
 
@@ -184,9 +184,16 @@ class SchedulerProc:
         fds = [self.bell.fileno(), self.ctrl.fileno(), *(f.fileno() for f in self.feedback)]
         feedback_fds = set(fds[2:])
         core = self.core
+        snapshot_ns = int(self.cfg.snapshot_interval_s * 1e9)
+        dirty = False  # metrics changed since the last publish
         while self.running:
             now = time.monotonic_ns()
             wake = core.next_wakeup(now)
+            # housekeeping has deadlines too: the metrics snapshot, the policy snapshot
+            if dirty:
+                wake = _earliest(wake, self.published_ns + PUBLISH_INTERVAL_NS)
+            if self.store is not None and core.policy_changed:
+                wake = _earliest(wake, self.snapshot_ns + snapshot_ns)
             timeout = None if wake is None else max(0.0, (wake - now) / 1e9)
             ready = wait_any(fds, timeout)
             if self.ctrl.fileno() in ready:
@@ -198,10 +205,12 @@ class SchedulerProc:
             self._drain_submits()
             self._execute(core.poll(time.monotonic_ns()))
             self._flush_responses()
+            dirty = True
             now = time.monotonic_ns()
-            if now - self.published_ns > PUBLISH_INTERVAL_NS or core.next_wakeup(now) is None:
-                self._publish(now)
-            if self.store is not None and core.policy_changed and now - self.snapshot_ns > self.cfg.snapshot_interval_s * 1e9:
+            if now - self.published_ns >= PUBLISH_INTERVAL_NS:
+                self._publish(now)  # off the critical path: the answers went out above
+                dirty = False
+            if self.store is not None and core.policy_changed and now - self.snapshot_ns >= snapshot_ns:
                 self._snapshot(now)
         if self.store is not None:
             self._snapshot(time.monotonic_ns())  # on the way out: nothing learned is lost
@@ -234,8 +243,9 @@ class SchedulerProc:
                         pass
 
     def _publish(self, now_ns: int) -> None:
-        """Metrics snapshot for /metrics: at most every PUBLISH_INTERVAL_NS under load, and
-        whenever the scheduler is about to idle (so an idle server's numbers are exact)."""
+        """Metrics and statistics snapshots for /metrics and /stats: at most every
+        PUBLISH_INTERVAL_NS, and once more that long after the last change (so an idle
+        server's numbers are exact), never on the path of an answer."""
         self.published_ns = now_ns
         self.board.publish(self.core.metrics.render().encode())
         wall_ms = time.time_ns() // 1_000_000
@@ -378,6 +388,10 @@ class SchedulerProc:
                         n //= 2
                 box.drop(n)
             writer.flush()  # a full ring: the frontend posts our bell when it frees a slot
+
+
+def _earliest(a: int | None, b: int) -> int:
+    return b if a is None or b < a else a
 
 
 def run_scheduler(args: SchedulerArgs) -> int:

@@ -2,6 +2,7 @@
 restart keeps what was learned (state snapshotted under the data directory)."""
 
 import re
+import time
 
 from sklearn.datasets import load_digits
 
@@ -35,11 +36,23 @@ policy_params = {params}
 """
 
 
-def sent(srv, model):
+def counter(srv, series: str) -> int:
     status, text, _ = srv.request("GET", "/metrics")
     text = text.decode() if isinstance(text, bytes) else text
-    m = re.search(rf'schooner_model_queries_total{{model="{model}",version="1"}} (\d+)', text)
+    m = re.search(re.escape(series) + r" (\d+)", text)
     return int(m.group(1)) if m else 0
+
+
+def sent(srv, model):
+    return counter(srv, f'schooner_model_queries_total{{model="{model}",version="1"}}')
+
+
+def settle(srv, queries: int):
+    """Wait until the metrics snapshot has seen `queries` app queries (it trails by <= 20 ms)."""
+    deadline = time.monotonic() + 10
+    while counter(srv, 'schooner_app_queries_total{app="digits"}') < queries:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def test_feedback_moves_exp3_to_the_good_model(tmp_path):
@@ -50,10 +63,12 @@ def test_feedback_moves_exp3_to_the_good_model(tmp_path):
         for x, y in zip(rows[:200], labels[:200], strict=True):
             status, body, _ = srv.request("POST", "/digits/update", {"uid": 1, "input": x, "label": y}, conn)
             assert status == 200 and body == {"ok": True}, body
+        settle(srv, 200)
         before = {m: sent(srv, m) for m in ("good", "zero")}
         for x in rows[200:300]:
             status, body = srv.predict("digits", {"input": x}, conn)
             assert status == 200 and body["models_used"] == 1
+        settle(srv, 300)
         after = {m: sent(srv, m) for m in ("good", "zero")}
         good, zero = after["good"] - before["good"], after["zero"] - before["zero"]
         assert good + zero == 100 and good >= 80, (good, zero)  # gamma keeps ~5% exploration
