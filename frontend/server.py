@@ -244,7 +244,7 @@ class FrontendProc:
         offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
         self.backlog.append(
             (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids,
-                               (offsets, b"".join(self.t_chunks))])
+                               (offsets, self.t_chunks)])  # the chunks are copied into the slot once
         )
         self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
         self.t_chunks, self.t_lens = [], []

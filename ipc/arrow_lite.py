@@ -103,8 +103,9 @@ class FrameCodec:
         """Write one message of `n` rows into `slot`; returns its size in bytes.
 
         `columns[i]` per column kind: prim -> 1-D numpy array (or sequence) of n values; bool ->
-        n truthy values; binary -> (offsets int32[n+1] starting at 0, bytes-like data); list ->
-        C-contiguous (n, width) array. Raises OverflowError when the message does not fit.
+        n truthy values; binary -> (offsets int32[n+1] starting at 0, bytes-like data or a list
+        of bytes-like chunks, copied into the slot back to back); list -> C-contiguous (n, width)
+        array. Raises OverflowError when the message does not fit.
         """
         nodes: list[int] = []
         bufs: list[int] = []  # (offset, length) pairs, flattened
@@ -114,14 +115,19 @@ class FrameCodec:
             if col.kind == "binary":
                 offsets, blob = data
                 ob = _bytes(np.ascontiguousarray(offsets, dtype="<i4"))
-                db = _bytes(blob)
                 nodes += (n, 0)
                 bufs += (off, 0, off, len(ob))
                 payload.append((off, ob))
                 off += _pad8(len(ob))
-                bufs += (off, len(db))
-                payload.append((off, db))
-                off += _pad8(len(db))
+                # data: one bytes-like, or a list of chunks written back to back (no join)
+                chunks = [_bytes(c) for c in blob] if isinstance(blob, list) else [_bytes(blob)]
+                dlen = sum(len(c) for c in chunks)
+                bufs += (off, dlen)
+                pos = off
+                for c in chunks:
+                    payload.append((pos, c))
+                    pos += len(c)
+                off += _pad8(dlen)
                 continue
             if col.kind == "bool":
                 raw = np.packbits(np.asarray(data, dtype=bool), bitorder="little")

@@ -92,3 +92,14 @@ def test_overflow_is_reported():
     codec = FrameCodec(pa.schema([("x", pa.int64())]))
     with pytest.raises(OverflowError):
         codec.write(memoryview(bytearray(100)), 100, [np.arange(100)])
+
+
+def test_binary_data_may_be_a_list_of_chunks_copied_back_to_back():
+    schema = pa.schema([("b", pa.binary())])
+    codec = FrameCodec(schema)
+    slot = memoryview(bytearray(4096))
+    chunks = [b"ab", memoryview(b"cdef"), np.frombuffer(b"gh", np.uint8)]
+    offsets = np.array([0, 1, 3, 6, 8], np.int32)  # rows need not align with chunks
+    n = codec.write(slot, 4, [(offsets, chunks)])
+    batch = pa.ipc.read_record_batch(pa.py_buffer(slot[:n]), schema)
+    assert batch.column(0).to_pylist() == [b"a", b"bc", b"def", b"gh"]
