@@ -20,8 +20,15 @@ run: $(STAMP)  ## serve the built-in demo on http://127.0.0.1:1337
 test: $(STAMP)  ## every test (GPU tests skip without CUDA)
 	$(PY) -m pytest tests
 
-bench: $(STAMP)  ## wrk sweep: Schooner vs the inline server vs the model alone (~5 min)
+bench: $(STAMP)  ## wrk sweep: Schooner vs the inline server vs the model alone (~3 min)
 	$(PY) -m benchmarks.run
+
+bench-full: $(STAMP)  ## every benchmark, one after another (~30 min); results in benchmarks/results/
+	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.scheduler_bench
+	$(PY) -m benchmarks.selection_bench
+	$(PY) -m benchmarks.metrics_overhead
+	$(PY) -m benchmarks.perf_analyzer_bench --shm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine ipc frontend model_procs tests benchmarks tools

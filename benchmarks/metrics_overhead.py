@@ -29,8 +29,10 @@
    the same actions (batches, answers, outputs), and ``noop``/``stripped`` must leave every
    metric at zero (proof that every metric the core touches was replaced or removed). Timing
    interleaves the variants in rotating order, several rounds, garbage collection off inside a
-   timed segment; per-query time is the median over rounds and each ratio the median of the
-   per-round ratios (min–max beside it), because the machine is shared.
+   timed segment (a segment is ~10-30 ms, so many of them run undisturbed). The machine is
+   shared and other work only ever adds time, so a variant's per-query time is its fastest
+   round and the headline ratio is of fastest rounds; the median of the per-round (paired)
+   ratios and their interquartile range are printed beside it.
 
 2. **Frontend, micro-benchmark.** The two metric calls a frontend makes per request:
    ``FrontendProc.count_response(status)`` (on a stand-in object holding the same fields) and
@@ -90,10 +92,10 @@ BATCH_PERIOD_NS = MODEL_LATENCY_NS + GAP_NS
 CACHE_NBYTES = 1 << 20
 OUTPUT = b"0.5"
 BATCH_SIZES = (1, 8, 64)
-QUERIES_PER_SEGMENT = 24_576  # divisible by every batch size; ~50-150 ms per timed segment
-QUICK_QUERIES_PER_SEGMENT = 4_096
-ROUNDS = 7
-QUICK_ROUNDS = 3
+QUERIES_PER_SEGMENT = 2_048  # divisible by every batch size; ~10-30 ms per timed segment
+QUICK_QUERIES_PER_SEGMENT = 1_024
+ROUNDS = 40
+QUICK_ROUNDS = 8
 CHECK_BATCHES = 300  # batches driven through every variant before timing, for the equivalence check
 FRONTEND_CALLS = 200_000
 QUICK_FRONTEND_CALLS = 50_000
@@ -104,7 +106,7 @@ LIVE_DURATION_S = 4
 QUICK_LIVE_DURATION_S = 2
 LIVE_WARMUP_S = 1
 LIVE_INPUT_SEED = 7000
-WRK_CPUS_NOTE = "wrk pinned to the first CPU when there are several (as benchmarks.run does)"
+WRK_CPUS_NOTE = "wrk pinned to the first CPU when there are several, as benchmarks.run does"
 
 COUNTING_ATTRS_METRICS = ("limit_gauge",)  # plus every attribute named m_*
 COUNTING_ATTRS_STATS = ("stats",)
@@ -499,15 +501,23 @@ class Comparison:
     scenario: Scenario
     variant: str
     baseline: str
-    ns_per_query: float  # median over rounds
+    ns_per_query: float  # the fastest round: other work on the machine only ever adds time
     baseline_ns_per_query: float
-    ratio_median: float  # variant / baseline, median of per-round ratios
-    ratio_min: float
-    ratio_max: float
+    ratio_median: float  # variant / baseline, median of the per-round (paired) ratios
+    ratio_q1: float  # their interquartile range
+    ratio_q3: float
+
+    @property
+    def ratio_best(self) -> float:
+        return self.ns_per_query / self.baseline_ns_per_query
 
     @property
     def cost_percent(self) -> float:
-        """What ``variant`` has and ``baseline`` lacks, as a share of ``variant``'s time."""
+        """What ``variant`` has and ``baseline`` lacks, as a share of ``variant``'s time (fastest rounds)."""
+        return (1 - 1 / self.ratio_best) * 100
+
+    @property
+    def cost_percent_median(self) -> float:
         return (1 - 1 / self.ratio_median) * 100
 
 
@@ -516,15 +526,16 @@ def compare(
 ) -> Comparison:
     mine = [r for r in rounds if r.scenario == scenario]
     ratios = [r.ns_per_query[variant] / r.ns_per_query[baseline] for r in mine]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     return Comparison(
         scenario,
         variant,
         baseline,
-        statistics.median(r.ns_per_query[variant] for r in mine),
-        statistics.median(r.ns_per_query[baseline] for r in mine),
-        statistics.median(ratios),
-        min(ratios),
-        max(ratios),
+        min(r.ns_per_query[variant] for r in mine),
+        min(r.ns_per_query[baseline] for r in mine),
+        q2,
+        q1,
+        q3,
     )
 
 
@@ -734,7 +745,7 @@ def measure_live(duration_s: int, work_dir: Path) -> LiveResult:
 
 
 def fmt_ratio(c: Comparison) -> str:
-    return f"{c.ratio_median:.3f}x ({c.ratio_min:.3f}-{c.ratio_max:.3f})"
+    return f"{c.ratio_best:.3f}x {c.ratio_median:.3f}x [{c.ratio_q1:.2f}-{c.ratio_q3:.2f}]"
 
 
 def core_table(
@@ -744,19 +755,24 @@ def core_table(
 ) -> str:
     head = f"{'scenario':<22}{'real':>9}{'noop':>9}{'stripped':>10}"
     head += f"{'nostats':>9}" if has_stats else ""
-    head += f"  {'real/noop (min-max)':<24}{'real/stripped (min-max)':<25}{'metrics %':>9}"
-    head += f"  {'stripped/nostats':<22}{'stats %':>8}" if has_stats else ""
-    lines = ["scheduler core, ns per query (median over rounds):", head, "-" * len(head)]
+    head += f"  {'real/noop':<27}{'real/stripped':<27}{'metrics %':>9}"
+    head += f"  {'stripped/nostats':<27}{'stats %':>8}" if has_stats else ""
+    lines = [
+        "scheduler core, ns per query in the fastest round; ratios: of the fastest rounds, then the "
+        "median of the per-round ratios [interquartile range]; % from the fastest rounds:",
+        head,
+        "-" * len(head),
+    ]
     for s in scenarios:
         noop = comparisons[(s, "noop")]
         stripped = comparisons[(s, "stripped")]
         row = f"{s.label:<22}{stripped.ns_per_query:>9.0f}{noop.baseline_ns_per_query:>9.0f}{stripped.baseline_ns_per_query:>10.0f}"
         if has_stats:
             row += f"{comparisons[(s, 'stats')].baseline_ns_per_query:>9.0f}"
-        row += f"  {fmt_ratio(noop):<24}{fmt_ratio(stripped):<25}{stripped.cost_percent:>8.1f}%"
+        row += f"  {fmt_ratio(noop):<27}{fmt_ratio(stripped):<27}{stripped.cost_percent:>8.1f}%"
         if has_stats:
             st = comparisons[(s, "stats")]
-            row += f"  {fmt_ratio(st):<22}{st.cost_percent:>7.1f}%"
+            row += f"  {fmt_ratio(st):<27}{st.cost_percent:>7.1f}%"
         lines.append(row)
     return "\n".join(lines)
 
@@ -814,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     replaced = null_out_metrics(build_core(SchedulerCore, scenarios[0]))
     print(
         f"Metrics overhead: {psutil.cpu_count()} CPUs, machine {psutil.cpu_percent(interval=0.5):.0f}% busy "
-        f"just before; the machine is shared, so figures are noisy: read the ratios and their min-max."
+        f"just before; the machine is shared, so figures are noisy: read the ratios and their interquartile ranges."
     )
     print(
         f"scheduler core driven in-process with a fake clock: {rounds} rounds x {per_segment:,} queries "
@@ -894,37 +910,45 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"live, for context: FAILED: {live.error}")
 
-    headline = [comparisons[(s, "stripped")] for s in scenarios if s.cache]
-    noop_headline = [comparisons[(s, "noop")] for s in scenarios if s.cache]
+    def per_batch(kind: str, cache: bool, median: bool = False) -> str:
+        cs = [comparisons[(s, kind)] for s in scenarios if s.cache == cache]
+        return ", ".join(
+            f"{c.cost_percent_median if median else c.cost_percent:.0f}% at batch "
+            f"{c.scenario.batch_size}"
+            for c in cs
+        )
+
+    print()
+    print(
+        f"metrics cost {per_batch('stripped', True)} of the scheduler core's per-query time "
+        "(cache on, the default; fastest rounds, real vs metric statements removed)"
+    )
+    print(
+        f"  same from the median of paired rounds: {per_batch('stripped', True, median=True)}; "
+        f"cache off: {per_batch('stripped', False)}; "
+        f"against no-op stand-ins (which still pay for the calls): {per_batch('noop', True)}"
+    )
     added_ns = {
         s.batch_size: comparisons[(s, "stripped")].ns_per_query
         - comparisons[(s, "stripped")].baseline_ns_per_query
         for s in scenarios
         if s.cache
     }
-    print()
-    print(
-        "metrics cost "
-        + ", ".join(f"{c.cost_percent:.0f}% (batch {c.scenario.batch_size})" for c in headline)
-        + " of the scheduler core's per-query time, cache on (real vs metric statements removed; "
-        + "vs no-op stand-ins: "
-        + ", ".join(f"{c.cost_percent:.0f}%" for c in noop_headline)
-        + ")"
-    )
-    if live is not None and live.scheduler_cpu_ns_per_request:
-        b = max(added_ns)
+    if live is not None and live.scheduler_cpu_ns_per_request and live.frontend_cpu_ns_per_request:
+        sched, front = live.scheduler_cpu_ns_per_request, live.frontend_cpu_ns_per_request
         print(
-            f"in context: the core's metrics add {added_ns[1]:.0f}-{added_ns[b]:.0f} ns per query, "
-            f"{added_ns[b] / live.scheduler_cpu_ns_per_request * 100:.1f}-{added_ns[1] / live.scheduler_cpu_ns_per_request * 100:.1f}% "
-            f"of the scheduler process's CPU per request in the live run; the frontend's metric calls "
-            f"{frontend.added_ns:.0f} ns, {frontend.added_ns / live.frontend_cpu_ns_per_request * 100:.1f}% of the frontend's"
+            "in context (live run): the core's metrics add "
+            + ", ".join(
+                f"{ns:.0f} ns ({ns / sched * 100:.1f}%) at batch {b}" for b, ns in added_ns.items()
+            )
+            + f" of the scheduler process's {sched / 1e3:.1f} µs CPU per request; the frontend's "
+            f"metric calls {frontend.added_ns:.0f} ns, {frontend.added_ns / front * 100:.1f}% of "
+            f"its {front / 1e3:.1f} µs"
         )
     if has_stats:
-        stats = [comparisons[(s, "stats")] for s in scenarios if s.cache]
         print(
-            "Triton statistics (ModelStats, in this working tree) cost "
-            + ", ".join(f"{c.cost_percent:.0f}% (batch {c.scenario.batch_size})" for c in stats)
-            + " of the metric-free core's per-query time, cache on"
+            f"Triton statistics (ModelStats) cost {per_batch('stats', True)} of the metric-free "
+            f"core's per-query time (cache on; cache off: {per_batch('stats', False)})"
         )
 
     document = {
@@ -954,7 +978,13 @@ def main(argv: list[str] | None = None) -> int:
             for r in core_rounds
         ],
         "core_comparisons": [
-            {**asdict(c), "cost_percent": c.cost_percent} for c in comparisons.values()
+            {
+                **asdict(c),
+                "ratio_best": c.ratio_best,
+                "cost_percent": c.cost_percent,
+                "cost_percent_median": c.cost_percent_median,
+            }
+            for c in comparisons.values()
         ],
         "frontend": asdict(frontend) | {"added_ns": frontend.added_ns},
         "render_ns": {"scheduler_core": render_core_ns, "frontend": render_fe_ns},

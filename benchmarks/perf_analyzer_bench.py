@@ -74,6 +74,8 @@ from benchmarks.server_proc import (
     ServerStartError,
     StopReport,
     free_port,
+    is_ready,
+    log_tail,
 )
 from benchmarks.workloads import make_inputs
 
@@ -93,6 +95,10 @@ METRICS_TIMEOUT_S = 5.0
 WARMUP_INTERVAL_MS = 500
 
 
+class ServerStoppedError(RuntimeError):
+    """The server under test stopped answering in the middle of a target's points."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelTarget:
     """One model to serve and drive: its Schooner name, entry point, input shape and inputs."""
@@ -101,6 +107,7 @@ class ModelTarget:
     description: str
     entry_point: str
     input_shape: tuple[int, ...]
+    output_nbytes: int  # one row's output: Schooner wants output shm regions of exactly this size
     latency_slo_micros: int
     make_rows: Callable[[], np.ndarray]  # (n, *input_shape) float32, perf_analyzer's input data
 
@@ -116,6 +123,7 @@ TARGETS = {
         "torch MLP 16-256-256-10, 16 FP32 in",
         "benchmarks.workloads:MLPModel",
         (16,),
+        10 * 4,
         100_000,
         lambda: make_inputs(256, INPUT_SEED),
     ),
@@ -124,6 +132,7 @@ TARGETS = {
         "mean of a 3x224x224 FP32 image",
         "benchmarks.image_models:ImageMeanModel",
         IMAGE_SHAPE,
+        4,
         5_000_000,
         image_rows,
     ),
@@ -258,6 +267,7 @@ def point_config(
         max_trials=config.max_trials,
         stability_percent=config.stability_percent,
         shared_memory="system" if tensor_format == SHM_FORMAT else "none",
+        output_shm_nbytes=target.output_nbytes,
     )
 
 
@@ -353,9 +363,15 @@ def drive_target(
                     label = f"{target.name} {tensor_format} c={concurrency}"
                     if point.result is not None:
                         print(f"{label}: {describe(point.result)}", flush=True)
-                    else:
-                        print(f"{label}: FAILED: {first_lines(point.error)}", flush=True)
-    except (ServerStartError, OSError) as exc:
+                        continue
+                    print(f"{label}: FAILED: {first_lines(point.error)}", flush=True)
+                    if not is_ready(port):
+                        raise ServerStoppedError(
+                            f"schooner {target.name} stopped answering GET /v2/health/ready "
+                            f"after {label} failed; remaining points skipped\n--- server log "
+                            f"tail ---\n{log_tail(server.log_path)}"
+                        )
+    except (ServerStartError, ServerStoppedError, OSError) as exc:
         outcome.error = str(exc)
         print(f"schooner {target.name}: FAILED: {exc}", flush=True)
     outcome.stop = server.stop_report

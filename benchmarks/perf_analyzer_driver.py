@@ -289,8 +289,14 @@ def run_perf_analyzer(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
+        partial = "".join(
+            part.decode(errors="replace") if isinstance(part, bytes) else part
+            for part in (exc.stdout, exc.stderr)
+            if part
+        )
         raise PerfAnalyzerError(
-            f"perf_analyzer did not finish within {worst_case_s(point):.0f} s: {' '.join(command)}"
+            f"perf_analyzer did not finish within {worst_case_s(point):.0f} s (killed): "
+            f"{' '.join(command)}\n{partial[-LOG_TAIL_CHARS:]}"
         ) from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

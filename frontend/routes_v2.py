@@ -354,6 +354,8 @@ def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool
             data = binary_bytes(arr, dt)
             region, offset, size = out_shm
             if size != len(data):
+                if defaults:  # the default output stood in for rows and does not fit the region
+                    return 503, orjson.dumps({"error": defaults[0]}), b"", _JSON
                 return 400, orjson.dumps({"error": f"output needs {len(data)} bytes of shared memory; shared_memory_byte_size is {size}"}), b"", _JSON
             try:
                 shm.view(region, offset, size)[:] = data
