@@ -144,14 +144,18 @@ class FrontendProc:
 
     # -- queries in -------------------------------------------------------------------------
 
-    def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
-        """Clipper's POST /<app>/predict."""
+    def _accepting(self, app_name: str) -> tuple:
+        """(index, config, codec) of an app that may take a query now; else the 4xx/503."""
         entry = self.apps.get(app_name)
         if entry is None:
             raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
         if self.draining:
             raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
-        app_idx, app, codec = entry
+        return entry
+
+    def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
+        """Clipper's POST /<app>/predict."""
+        app_idx, app, codec = self._accepting(app_name)
         items, is_batch, uid = decode_predict_uid(body, app, self.app_models[app_idx])
         encoded = [codec.encode(item) for item in items]  # raises before anything is queued
         for e in encoded:
@@ -165,12 +169,7 @@ class FrontendProc:
         """Clipper's POST /<app>/update: predict the input (all the app's policy needs to
         join), then hand the label to the scheduler on the feedback channel; answer
         {"ok": true} once it is applied."""
-        entry = self.apps.get(app_name)
-        if entry is None:
-            raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
-        if self.draining:
-            raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
-        app_idx, app, codec = entry
+        app_idx, app, codec = self._accepting(app_name)
         uid, item, label = decode_update(body)
         data = codec.encode(item)
         now = time.monotonic_ns()
