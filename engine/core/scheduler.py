@@ -478,8 +478,12 @@ class SchedulerCore:
         expected = max(r.expected_ns for r in live)
         if not expected:
             return False
+        m.queue.earliest_deadline(_live)  # drop answered entries on top: they hold no place in line
+        queued = len(m.queue)
+        if not queued and any(r.state is ReplicaState.IDLE for r in live):
+            return False  # it would be sent at once; this also keeps the latency estimate fresh
         capacity = sum(r.aimd.limit for r in live)
-        waves = len(m.queue) // capacity + 1
+        waves = queued // capacity + 1
         if all(r.state is ReplicaState.BUSY for r in live):
             waves += 1
         return now_ns + waves * expected > deadline_ns

@@ -179,11 +179,12 @@ def test_metrics_parse_and_count_the_traffic(server, client):
                     return s.value
         return 0.0
 
+    import time
+
+    time.sleep(0.1)  # the scheduler's snapshot trails by at most 20 ms: let earlier tests' traffic land
     before = families()
     x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1000  # unseen inputs: no cache hits
     client.infer("sums", [tensor(x, "FP32", True)])
-    import time
-
     deadline = time.monotonic() + 10
     while value(families(), "schooner_app_queries", app="sums") < value(before, "schooner_app_queries", app="sums") + 5:
         assert time.monotonic() < deadline

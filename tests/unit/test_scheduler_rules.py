@@ -200,3 +200,19 @@ def test_no_shedding_before_any_latency_is_known():
         c.submit(q(i, now=0, slo=1 * MS), 0)
     _, answers = split(c.poll(0))
     assert answers == []
+
+
+def test_shedding_recovers_after_an_overload():
+    """After an overload every queued query expired; a query arriving at low load later must be
+    served (found by the open-loop study: shedding stayed on for good)."""
+    c = core(batch_size=4)
+    r = c.models[0].replicas[0]
+    for i in range(40):
+        c.submit(q(i, now=0, slo=10 * MS), 0)
+    (s,), _ = split(c.poll(0))
+    c.batch_done(0, 0, [b"0"] * 4, now_ns=30 * MS)  # slower than the SLO: expected latency 30 ms
+    c.poll(30 * MS)  # everything else expired and was answered with the default
+    assert r.expected_ns == 30 * MS
+    c.submit(q(100, now=40 * MS, slo=10 * MS), 40 * MS)
+    sends, answers = split(c.poll(40 * MS))
+    assert answers == [] and [x.query_id for x in sends[0].queries] == [100]  # sent, not shed
