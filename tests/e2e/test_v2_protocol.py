@@ -186,11 +186,14 @@ def test_metrics_parse_and_count_the_traffic(server, client):
     x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1000  # unseen inputs: no cache hits
     client.infer("sums", [tensor(x, "FP32", True)])
     deadline = time.monotonic() + 10
-    while value(families(), "schooner_app_queries", app="sums") < value(before, "schooner_app_queries", app="sums") + 5:
+    sent_before = value(before, "schooner_model_queries", model="summer")
+    while value(families(), "schooner_model_queries", model="summer") < sent_before + 5:  # snapshots trail
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    time.sleep(0.1)
     after = families()
-    assert value(after, "schooner_model_queries", model="summer") - value(before, "schooner_model_queries", model="summer") == 5
+    assert value(after, "schooner_model_queries", model="summer") - sent_before == 5
+    assert value(after, "schooner_app_queries", app="sums") - value(before, "schooner_app_queries", app="sums") == 5
     assert value(after, "schooner_http_requests", code="200") > value(before, "schooner_http_requests", code="200")
     assert after["schooner_model_latency_seconds"].type == "histogram"
 
