@@ -134,9 +134,16 @@ def parse_wrk_output(output: str, concurrency: int, command: list[str]) -> WrkRe
 
 
 def run_wrk(
-    wrk: str, url: str, concurrency: int, duration_s: float, bodies_path: Path, cpus: str | None
+    wrk: str,
+    url: str,
+    concurrency: int,
+    duration_s: float,
+    bodies_path: Path,
+    cpus: str | None,
+    prefix: tuple[str, ...] | list[str] = (),
 ) -> WrkResult:
-    command = wrk_command(wrk, url, concurrency, duration_s, bodies_path, cpus)
+    """Run wrk (under `prefix`, e.g. nsenter into a server's network namespace) and parse it."""
+    command = [*prefix, *wrk_command(wrk, url, concurrency, duration_s, bodies_path, cpus)]
     try:
         proc = subprocess.run(
             command,

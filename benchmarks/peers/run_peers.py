@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -41,13 +40,10 @@ from benchmarks.peers.systems import LoadRoute, PeerSystem, make_peer_system
 from benchmarks.server_proc import ServerStartError
 from benchmarks.workloads import WORKLOADS, load_model, make_inputs, request_body
 from benchmarks.wrk_driver import (
-    WRK_EXTRA_WAIT_S,
     WrkError,
     WrkResult,
     ensure_wrk,
-    parse_wrk_output,
     run_wrk,
-    wrk_command,
 )
 
 BASE_SYSTEMS = ("inline", "schooner")
@@ -143,24 +139,7 @@ def run_wrk_routed(
     cpus: str | None,
 ) -> WrkResult:
     """``benchmarks.wrk_driver.run_wrk``, started under ``route.prefix`` (e.g. nsenter) when it has one."""
-    if not route.prefix:
-        return run_wrk(wrk, url, concurrency, duration_s, bodies_path, cpus)
-    command = [*route.prefix, *wrk_command(wrk, url, concurrency, duration_s, bodies_path, cpus)]
-    try:
-        proc = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=duration_s + WRK_EXTRA_WAIT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"wrk did not finish: {' '.join(command)}") from exc
-    if proc.returncode != 0:
-        raise WrkError(
-            f"wrk exited {proc.returncode}: {' '.join(command)}\n{proc.stdout}{proc.stderr}"
-        )
-    return parse_wrk_output(proc.stdout + proc.stderr, concurrency, command)
+    return run_wrk(wrk, url, concurrency, duration_s, bodies_path, cpus, route.prefix or ())
 
 
 def drive_peer(
