@@ -95,6 +95,17 @@ class ServerConfig:
     snapshot_interval_s: float = 5.0
     ready_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
+    # client limits, per frontend process (see README "Limits and failure behaviour")
+    max_connections: int = 10_000  # more get 503 and are closed (also kept below RLIMIT_NOFILE)
+    header_timeout_s: float = 10.0  # a request's line and headers must arrive within this
+    body_timeout_s: float = 60.0  # its body within this once the headers are in
+    keepalive_timeout_s: float = 60.0  # an idle connection is closed after this
+    max_url_nbytes: int = 16 * 1024  # longer: 414
+    max_header_nbytes: int = 64 * 1024  # all header lines together; more: 431
+    # health
+    model_stall_timeout_s: float = 10.0  # a replica holding a batch longer than this is not ready
+    max_restarts: int = 5  # a role dying this often within restart_window_s stops the server
+    restart_window_s: float = 60.0
     source: str = "<built-in>"
     python_path: tuple[str, ...] = field(default=())
 
@@ -158,6 +169,13 @@ class _Table:
         if value < minimum:
             raise self.fail(key, expected, value)
         return value
+
+    def seconds(self, key: str, default: float) -> float:
+        expected = "a number of seconds > 0"
+        value = self.get(key, (int, float), expected, default)
+        if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+            raise self.fail(key, expected, value)
+        return float(value)
 
     def input_type(self, key: str = "input_type") -> str:
         expected = "one of doubles, floats, ints, bytes, strings"
@@ -293,6 +311,15 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         snapshot_interval_s=float(server.get("snapshot_interval_s", (int, float), "a number of seconds", 5.0)),
         ready_timeout_s=float(server.get("ready_timeout_s", (int, float), "a number of seconds", 120.0)),
         python_path=tuple(server.get("python_path", list, "a list of directories", [])),
+        max_connections=server.positive("max_connections", 10_000),
+        header_timeout_s=server.seconds("header_timeout_s", 10.0),
+        body_timeout_s=server.seconds("body_timeout_s", 60.0),
+        keepalive_timeout_s=server.seconds("keepalive_timeout_s", 60.0),
+        max_url_nbytes=server.positive("max_url_nbytes", 16 * 1024, minimum=256),
+        max_header_nbytes=server.positive("max_header_nbytes", 64 * 1024, minimum=1024),
+        model_stall_timeout_s=server.seconds("model_stall_timeout_s", 10.0),
+        max_restarts=server.positive("max_restarts", 5),
+        restart_window_s=server.seconds("restart_window_s", 60.0),
     )
     server.check_unknown()
     kw.update({k: v for k, v in overrides.items() if v is not None})

@@ -83,7 +83,10 @@ class InputCodec:
                 )
             if dtype is np.int32 and arr.size and (arr.min() < _INT32.min or arr.max() > _INT32.max):
                 raise bad_request(f"input for app '{self.app.name}' must be {self.expected} in int32 range")
-            return arr.astype(dtype, copy=False).tobytes()
+            out = arr.astype(dtype, copy=False)
+            if dtype is np.float32 and arr.dtype.kind == "f" and not np.isfinite(out).all():
+                raise bad_request(f"input for app '{self.app.name}' must be {self.expected} within float32 range (|x| <= 3.4e38)")
+            return out.tobytes()
         if not isinstance(item, str):
             raise bad_request(f"input for app '{self.app.name}' must be {self.expected}, got {_json_type(item)}")
         if self.app.input_type == "strings":

@@ -22,6 +22,7 @@ import orjson
 
 from schooner.engine.config import routes
 from schooner.frontend.client_shm import ClientShmRegistry, ShmError
+from schooner.frontend.codec import RequestError
 from schooner.frontend.pending import PendingRequest
 from schooner.frontend.v2 import (
     APP_DATATYPE,
@@ -255,8 +256,8 @@ class V2Routes:
         if fe.draining:
             raise V2Error(503, "the server is draining; retry on another instance")
         r = self.routes[ri]
-        shm_view = self.shm.view if self.shm is not None else None
-        req = self._raw_request(r, body) if header_len == 0 else decode_infer(body, header_len, shm_view)
+        shm_read = self.shm.read if self.shm is not None else None
+        req = self._raw_request(r, body) if header_len == 0 else decode_infer(body, header_len, shm_read)
         if len(req.inputs) != 1 or req.inputs[0].name != INPUT_NAME:
             got = [i.name for i in req.inputs]
             raise V2Error(400, f"expected exactly one input named '{INPUT_NAME}', got {got}")
@@ -272,7 +273,7 @@ class V2Routes:
                 if not isinstance(size, int) or size < 0:
                     raise V2Error(400, "outputs: shared_memory_byte_size must be a non-negative integer")
                 out_shm = (op["shared_memory_region"], op.get("shared_memory_offset", 0), size)
-                self.shm.view(*out_shm)  # refuse a bad region now, before queueing anything
+                self.shm.check(*out_shm)  # refuse a bad region now, before queueing anything
         inp = req.inputs[0]
         n, data = to_app_rows(inp, r.input_type, r.input_shape)
         if n == 0:
@@ -281,8 +282,10 @@ class V2Routes:
             chunks, lens = data, [len(d) for d in data]
         else:
             chunks, lens = [data], [len(data) // n] * n
-        if sum(lens) + 64 * n > fe.max_query_nbytes:
-            raise V2Error(400, f"request of {sum(lens)} input bytes exceeds the per-batch limit of {fe.max_query_nbytes}")
+        try:
+            fe.check_request_nbytes(lens)
+        except RequestError as e:
+            raise V2Error(e.status, e.cause) from None
         slo_us = r.latency_slo_micros
         timeout = req.parameters.get("timeout")
         if timeout is not None:
@@ -353,12 +356,12 @@ def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool
         if out_shm is not None:
             data = binary_bytes(arr, dt)
             region, offset, size = out_shm
-            if size != len(data):
+            if size < len(data):  # a larger region is fine: the answer's shape says what was written
                 if defaults:  # the default output stood in for rows and does not fit the region
                     return 503, orjson.dumps({"error": defaults[0]}), b"", _JSON
                 return 400, orjson.dumps({"error": f"output needs {len(data)} bytes of shared memory; shared_memory_byte_size is {size}"}), b"", _JSON
             try:
-                shm.view(region, offset, size)[:] = data
+                shm.write(region, offset, data)
             except ShmError as e:
                 return e.status, orjson.dumps({"error": e.message}), b"", _JSON
         body, header_len = encode_infer_response(

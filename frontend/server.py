@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 import time
 from collections import deque
@@ -48,11 +49,16 @@ from schooner.ipc.shm import Segment
 log = logging.getLogger(__name__)
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-            413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
+            408: b"Request Timeout", 409: b"Conflict", 413: b"Payload Too Large", 414: b"URI Too Long",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 501: b"Not Implemented",
+            503: b"Service Unavailable"}  # fmt: skip
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
-_ROW_OVERHEAD = 64
-PUBLISH_INTERVAL_S = 0.25  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
+_ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
+PUBLISH_INTERVAL_S = 0.25
+FEEDBACK_WINDOW = 32  # Feedback messages sent and not yet acknowledged; more wait in a queue
+PIPELINE_PAUSE = 256  # unanswered requests on one connection before it stops being read
+_FD_RESERVE = 64  # descriptors kept free for rings, boards, client shm and logs
 
 
 def http_response(
@@ -113,11 +119,25 @@ class FrontendProc:
         self.feedback = socket.socket(fileno=args.feedback_fd)
         self.feedback.setblocking(False)
         self.fb_waiting: dict[int, tuple] = {}
+        self.fb_queue: deque[protocol.Feedback] = deque()  # not sent yet: the window is full
+        self.fb_credits = FEEDBACK_WINDOW
+        self.fb_writer = False  # waiting for the socket to take more
+        # client limits: connections, timeouts (a coarse clock advanced by the sweeper)
+        self.max_connections = _connection_cap(cfg.max_connections)
+        self.now = loop.time()
+        self.sweep_s = max(0.05, min(1.0, cfg.header_timeout_s / 4, cfg.body_timeout_s / 4, cfg.keepalive_timeout_s / 4))
+        self.refused_logged = 0.0
+        self.refused_since_log = 0
         self.metrics = MetricSet()
         fe = str(args.index)
         self.m_duration = self.metrics.histogram(
             "schooner_http_request_duration_seconds", "Predict requests, from parsed to answered", frontend=fe)
         self.m_status: dict[int, object] = {}
+        self.m_refused = self.metrics.counter(
+            "schooner_http_connections_refused_total", "Connections answered 503 and closed: max_connections reached", frontend=fe)
+        self.m_timeouts = self.metrics.counter(
+            "schooner_http_connection_timeouts_total", "Connections closed by a header, body or keep-alive timeout", frontend=fe)
+        self.m_open = self.metrics.gauge("schooner_http_connections", "Open client connections", frontend=fe)
         self.metrics_changed = False
         self._fe_label = fe
         self.v2 = V2Routes(self)
@@ -135,6 +155,31 @@ class FrontendProc:
             self.metrics_changed = False
             self.own_board.publish(self.metrics.render().encode())
         self.loop.call_later(PUBLISH_INTERVAL_S, self.publish_metrics)
+
+    def sweep_connections(self) -> None:
+        """Advance the coarse clock and close connections whose deadline passed."""
+        now = self.now = self.loop.time()
+        expired = [c for c in self.connections if c.deadline is not None and c.deadline <= now]
+        for c in expired:
+            c.expire()
+        if self.m_open.value != len(self.connections):
+            self.m_open.value = len(self.connections)
+            self.metrics_changed = True
+        self.loop.call_later(self.sweep_s, self.sweep_connections)
+
+    def refuse(self, conn: HttpConnection) -> None:
+        """Over `max_connections`: 503 and close, logged at most every 10 s."""
+        self.m_refused.value += 1
+        self.metrics_changed = True
+        self.refused_since_log += 1
+        if self.now - self.refused_logged >= 10.0:
+            log.warning("%d connection(s) refused: %d open, the limit is %d (server.max_connections, RLIMIT_NOFILE)",
+                        self.refused_since_log, len(self.connections), self.max_connections)
+            self.refused_logged = self.now
+            self.refused_since_log = 0
+        body = error_body("unavailable", f"this frontend holds its limit of {self.max_connections} connections; retry later")
+        conn.transport.write(http_response(503, body, False))
+        conn.transport.close()
 
     def metrics_text(self) -> bytes:
         texts = []
@@ -158,12 +203,11 @@ class FrontendProc:
         app_idx, app, codec = self._accepting(app_name)
         items, is_batch, uid = decode_predict_uid(body, app, self.app_models[app_idx])
         encoded = [codec.encode(item) for item in items]  # raises before anything is queued
-        for e in encoded:
-            if len(e) > self.max_query_nbytes:
-                raise RequestError(413, "payload too large", f"one query's input is {len(e)} bytes; the limit is {self.max_query_nbytes}")
+        lens = [len(e) for e in encoded]
+        self.check_request_nbytes(lens)
         now = time.monotonic_ns()
         pending = PendingRequest(conn, slot, len(encoded), is_batch, now)
-        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, [len(e) for e in encoded], uid=uid)
+        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, lens, uid=uid)
 
     def submit_update(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
         """Clipper's POST /<app>/update: predict the input (all the app's policy needs to
@@ -172,6 +216,7 @@ class FrontendProc:
         app_idx, app, codec = self._accepting(app_name)
         uid, item, label = decode_update(body)
         data = codec.encode(item)
+        self.check_request_nbytes([len(data)])
         now = time.monotonic_ns()
 
         def render(p):
@@ -179,11 +224,44 @@ class FrontendProc:
                 return p.error[0], p.error[1], b"", b"application/json"
             qid = p.outputs[0][3]
             self.fb_waiting[qid] = (p.conn, p.slot)
-            protocol.send(self.feedback, protocol.Feedback(app_idx, qid, label))
+            self.fb_queue.append(protocol.Feedback(app_idx, qid, label))
+            self._send_feedback()
             return None
 
         pending = PendingRequest(conn, slot, 1, False, now, render)
         self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, [data], [len(data)], uid=uid)
+
+    def check_request_nbytes(self, lens: list[int]) -> None:
+        """413 unless the request's queries fit one submit batch (they travel together)."""
+        nbytes = sum(lens) + _ROW_OVERHEAD * len(lens)
+        if nbytes > self.max_query_nbytes:
+            raise RequestError(
+                413, "payload too large",
+                f"the request's {len(lens)} quer{'y' if len(lens) == 1 else 'ies'} take {nbytes} bytes in a submit batch; "
+                f"the limit is {self.max_query_nbytes} (server.submit_slot_nbytes - 4096); send fewer or smaller inputs per request",
+            )
+
+    def _send_feedback(self) -> None:
+        """Send queued feedback while the window allows; never raises. The window bounds the
+        scheduler's unread replies too, so its answers always fit the socket."""
+        q = self.fb_queue
+        while q and self.fb_credits > 0:
+            try:
+                protocol.send(self.feedback, q[0])
+            except BlockingIOError:
+                if not self.fb_writer:
+                    self.fb_writer = True
+                    self.loop.add_writer(self.feedback.fileno(), self._on_feedback_writable)
+                return
+            except OSError:  # the scheduler is gone: the abort answers every waiting request
+                return
+            q.popleft()
+            self.fb_credits -= 1
+
+    def _on_feedback_writable(self) -> None:
+        self.fb_writer = False
+        self.loop.remove_writer(self.feedback.fileno())
+        self._send_feedback()
 
     def on_feedback(self) -> None:
         while True:
@@ -200,6 +278,9 @@ class FrontendProc:
                 waiting = self.fb_waiting.pop(msg.query_id, None)
                 if waiting is None:
                     continue
+                self.fb_credits += 1
+                if self.fb_queue:
+                    self._send_feedback()
                 conn, slot = waiting
                 self.requests_inflight -= 1
                 if msg.error:
@@ -253,7 +334,13 @@ class FrontendProc:
         self.flush_scheduled = False
         self._seal_tick()
         backlog = self.backlog
-        while backlog and self.submit.try_write(lambda slot, b=backlog[0]: _SUBMIT.write(slot, b[0], b[1])):
+        while backlog:
+            try:
+                if not self.submit.try_write(lambda slot, b=backlog[0]: _SUBMIT.write(slot, b[0], b[1])):
+                    break
+            except OverflowError as e:  # cannot happen within the request limits; never stall on it
+                log.error("a submit batch does not fit its slot (%s); its queries are answered 500", e)
+                self._fail_ids(backlog[0][1][0], 500, error_body("internal error", f"submit batch does not fit: {e}"))
             backlog.popleft()
         self.submit.flush()  # one doorbell for the whole tick
 
@@ -294,6 +381,19 @@ class FrontendProc:
             self._flush()
         if self.draining and self.requests_inflight == 0:
             self._report_drained()
+
+    def _fail_ids(self, ids: list[int], status: int, body: bytes) -> None:
+        """Answer the requests of these queries with `status` (each request once)."""
+        for qid in ids:
+            entry = self.inflight.pop(qid, None)
+            if entry is None:
+                continue
+            p = entry[0]
+            if p.error is None:
+                p.error = (status, body)
+            p.remaining -= 1
+            if p.remaining == 0:
+                self._complete(p)
 
     def _complete(self, p: PendingRequest) -> None:
         headers, ctype = b"", b"application/json"
@@ -346,6 +446,8 @@ class FrontendProc:
             self.requests_inflight -= 1
             conn.respond(slot, 503, body)
         self.fb_waiting.clear()
+        self.fb_queue.clear()
+        self.fb_credits = FEEDBACK_WINDOW
         for p in pendings.values():
             self.requests_inflight -= 1
             p.conn.respond(p.slot, 503, body)
@@ -358,61 +460,141 @@ class FrontendProc:
             self.stopped.set()
 
 
-class HttpConnection(asyncio.Protocol):
-    """One client connection: httptools callbacks, ordered responses, keep-alive."""
+class _Reject(Exception):
+    """Raised from a parser callback: answer `status` and close the connection."""
 
-    __slots__ = ("fe", "transport", "parser", "url", "body", "body_nbytes", "too_large",
-                 "queue", "closing", "keep_alive", "header_len")  # fmt: skip
+    def __init__(self, status: int, cause: str) -> None:
+        super().__init__(cause)
+        self.status = status
+        self.cause = cause
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: httptools callbacks, ordered responses, keep-alive.
+
+    Limits: the request line and headers must arrive within `header_timeout_s` (a new
+    connection's first request included), a body within `body_timeout_s`, and an idle
+    connection is closed after `keepalive_timeout_s`; `deadline` holds the time (on the
+    frontend's coarse clock) and the frontend's sweeper enforces it. A request waiting for its
+    answer has no deadline: the SLO bounds it. A URL over `max_url_nbytes` is answered 414, a
+    head over `max_header_nbytes` 431, both closing the connection. Over `PIPELINE_PAUSE`
+    unanswered requests the connection is not read until half of them are answered.
+    """
+
+    __slots__ = ("fe", "transport", "parser", "url", "url_nbytes", "body", "body_nbytes", "too_large",
+                 "queue", "closing", "keep_alive", "header_len", "deadline", "parsing", "in_head",
+                 "head_nbytes", "chunk_nbytes", "began", "paused")  # fmt: skip
 
     def __init__(self, fe: FrontendProc) -> None:
         self.fe = fe
         self.transport: asyncio.Transport | None = None
         self.header_len: int | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
+        self.url: list[bytes] = []
+        self.url_nbytes = 0
         self.body: list[bytes] = []
         self.body_nbytes = 0
         self.too_large = False
         self.queue: deque[list] = deque()  # [ready, bytes] per request, in arrival order
         self.closing = False
+        self.deadline: float | None = fe.now + fe.cfg.header_timeout_s
+        self.parsing = False  # between a request's first byte and its end
+        self.in_head = True  # reading a request line and headers
+        self.head_nbytes = 0  # header bytes of this request, as parsed
+        self.chunk_nbytes = 0  # bytes of reads that fell wholly inside this request's head
+        self.began = False
+        self.paused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        fe = self.fe
+        if len(fe.connections) >= fe.max_connections:
+            self.closing = True
+            self.deadline = None
+            fe.refuse(self)
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.fe.connections.add(self)
+        fe.connections.add(self)
 
     def connection_lost(self, exc) -> None:
         self.fe.connections.discard(self)
         self.transport = None
+        self.deadline = None
 
     def data_received(self, data: bytes) -> None:
+        if self.closing and not self.queue:
+            return  # refused or failed: nothing more is read
+        # httptools joins a header's pieces itself (quadratic in their number): bound what it
+        # may hold by the reads that fell wholly inside one head
+        if self.chunk_nbytes > self.fe.cfg.max_header_nbytes + self.fe.cfg.max_url_nbytes:
+            self._fail_connection(431, f"request headers exceed the limit of {self.fe.cfg.max_header_nbytes} bytes", "request header fields too large")
+            return
+        was_head = self.in_head
+        self.began = False
         try:
             self.parser.feed_data(data)
+            if was_head and self.in_head and not self.began:
+                self.chunk_nbytes += len(data)
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, _Reject):
+                self._fail_connection(cause.status, cause.cause, _REASONS[cause.status].decode().lower())
+            else:  # a bug in a callback: one connection, never the process
+                log.error("parser callback failed: %r", cause)
+                self._fail_connection(500, f"internal error: {cause!r}", "internal error")
         except httptools.HttpParserUpgrade:
             self._fail_connection(400, "upgrade is not supported")
         except httptools.HttpParserError as e:
             self._fail_connection(400, f"malformed HTTP request: {e}")
 
-    def _fail_connection(self, status: int, cause: str) -> None:
+    def _fail_connection(self, status: int, cause: str, kind: str = "bad request") -> None:
+        if self.closing and not self.queue and self.transport is None:
+            return
         slot = [False, b""]
         self.queue.append(slot)
         self.closing = True
-        self.respond(slot, status, error_body("bad request", cause), keep_alive=False)
+        self.deadline = None
+        self.respond(slot, status, error_body(kind, cause), keep_alive=False)
+
+    def expire(self) -> None:
+        """The sweeper found `deadline` passed."""
+        self.deadline = None
+        self.fe.m_timeouts.value += 1
+        if self.parsing:
+            what = "headers" if self.in_head else "body"
+            limit = self.fe.cfg.header_timeout_s if self.in_head else self.fe.cfg.body_timeout_s
+            self._fail_connection(408, f"request {what} not received within {limit:g} s", "request timeout")
+        elif self.transport is not None:
+            self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        fe = self.fe
         self.header_len = None
-        self.url = b""
+        self.url = []
+        self.url_nbytes = 0
         self.body = []
         self.body_nbytes = 0
         self.too_large = False
+        self.parsing = True
+        self.in_head = True
+        self.began = True
+        self.head_nbytes = 0
+        self.chunk_nbytes = 0
+        self.deadline = fe.now + fe.cfg.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.url_nbytes += len(url)
+        if self.url_nbytes > self.fe.cfg.max_url_nbytes:
+            raise _Reject(414, f"URL exceeds the limit of {self.fe.cfg.max_url_nbytes} bytes")
+        self.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_nbytes += len(name) + len(value)
+        if self.head_nbytes > self.fe.cfg.max_header_nbytes:
+            raise _Reject(431, f"request headers exceed the limit of {self.fe.cfg.max_header_nbytes} bytes")
         name = name.lower()
         if name == b"content-length":
             try:
@@ -426,6 +608,10 @@ class HttpConnection(asyncio.Protocol):
             except ValueError:
                 self.header_len = -1  # refused by the V2 decoder with a clear message
 
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.deadline = self.fe.now + self.fe.cfg.body_timeout_s
+
     def on_body(self, body: bytes) -> None:
         if self.too_large:
             return
@@ -437,13 +623,21 @@ class HttpConnection(asyncio.Protocol):
             self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.parsing = False
+        self.in_head = True
+        self.deadline = None
         slot = [False, b""]
-        self.queue.append(slot)
+        q = self.queue
+        q.append(slot)
+        if len(q) > PIPELINE_PAUSE and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
         keep_alive = self.parser.should_keep_alive()
         if not keep_alive:
             self.closing = True
         method = self.parser.get_method()
-        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        path = url.split(b"?", 1)[0].decode("latin-1")
         try:
             if self.too_large:
                 self.closing = True  # the rest of an oversized body is not worth reading
@@ -507,6 +701,27 @@ class HttpConnection(asyncio.Protocol):
         t.write(out[0] if len(out) == 1 else b"".join(out))
         if self.closing and not q:
             t.close()
+        elif not q and not self.parsing:
+            self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
+        if self.paused and len(q) <= PIPELINE_PAUSE // 2:
+            self.paused = False
+            t.resume_reading()
+
+
+def _connection_cap(configured: int) -> int:
+    """`configured`, but below the descriptors this process may open: raise the soft limit to
+    the hard one first, as servers do, and keep `_FD_RESERVE` free."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    cap = min(configured, max(1, soft - _FD_RESERVE))
+    if cap < configured:
+        log.info("max_connections %d lowered to %d by RLIMIT_NOFILE %d", configured, cap, soft)
+    return cap
 
 
 def _method_not_allowed(allowed: str, path: str) -> RequestError:
@@ -522,6 +737,7 @@ async def _serve(args: FrontendArgs) -> int:
     loop.add_reader(fe.ctrl.fileno(), fe.on_control)
     loop.add_reader(fe.feedback.fileno(), fe.on_feedback)
     fe.publish_metrics()
+    fe.sweep_connections()
     protocol.send(fe.ctrl, protocol.Ready(protocol.Role.FRONTEND, f"frontend[{fe.index}]", os.getpid()))
     await fe.stopped.wait()
     server.close()

@@ -98,7 +98,7 @@ def _shape(value, where: str) -> list[int]:
 def decode_infer(body: bytes, header_len: int | None, shm=None) -> InferRequest:
     """Parse a request body. `header_len` is Inference-Header-Content-Length (None if absent).
 
-    `shm(region, offset, byte_size) -> memoryview` resolves inputs that name a client shared
+    `shm(region, offset, byte_size) -> bytes` resolves inputs that name a client shared
     memory region; None means the extension is off.
     """
     if header_len is not None and header_len == 0:
@@ -122,6 +122,9 @@ def decode_infer(body: bytes, header_len: int | None, shm=None) -> InferRequest:
     outputs = doc.get("outputs") or []
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
         raise bad("'outputs' must be a list of objects with a 'name'")
+    for k, o in enumerate(outputs):
+        if not isinstance(o.get("parameters") or {}, dict):
+            raise bad(f"outputs[{k}].parameters must be an object, got {o['parameters']!r}")
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise bad("'id' must be a string")
@@ -137,6 +140,8 @@ def decode_infer(body: bytes, header_len: int | None, shm=None) -> InferRequest:
         shape = _shape(t.get("shape"), where)
         count = math.prod(shape)
         tparams = t.get("parameters") or {}
+        if not isinstance(tparams, dict):
+            raise bad(f"{where}.parameters must be an object, got {tparams!r}")
         nbytes = tparams.get("binary_data_size")
         if "shared_memory_region" in tparams:
             if shm is None:
@@ -195,7 +200,14 @@ def _from_json(data, dt: str, count: int, where: str):
             arr = np.asarray(data).reshape(-1)
             if arr.size and arr.dtype.kind not in "iuf" or arr.dtype.kind == "f" and DATATYPES[dt].kind in "iu":
                 raise ValueError(f"{arr.dtype.kind} values")
-            arr = arr.astype(DATATYPES[dt], copy=False)
+            target = DATATYPES[dt]
+            if target.kind in "iu" and arr.size:
+                info = np.iinfo(target)
+                if arr.min() < info.min or arr.max() > info.max:
+                    raise ValueError(f"a value is outside the {dt} range [{info.min}, {info.max}]")
+            arr = arr.astype(target, copy=False)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"a value is outside the {dt} range")
     except (ValueError, TypeError) as e:
         raise bad(f"{where}: data is not {count} {dt} values ({e})") from None
     if arr.size != count:

@@ -24,6 +24,11 @@ class Board:
         self._buf = memoryview(buf).cast("B")
         self._u64 = self._buf[:16].cast("Q")
 
+    @property
+    def capacity(self) -> int:
+        """The longest text `publish` keeps whole (longer texts are cut)."""
+        return len(self._buf) - _TEXT
+
     def publish(self, text: bytes) -> None:
         cap = len(self._buf) - _TEXT
         if len(text) > cap:
