@@ -29,6 +29,8 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 MIB = 1024 * 1024
+V2_OUTPUT_TYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                   "FP16", "FP32", "FP64", "BF16", "BYTES")
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,8 @@ class ModelConfig:
     aimd_additive_step: int = 2
     aimd_backoff_factor: float = 0.9
     aimd_target_fraction: float = 0.9
+    output_type: str = ""  # V2 datatype of the answer (FP32, INT64, BYTES, ...); "" = learned
+    output_shape: tuple[int, ...] = ()  # per query, without the batch dimension; -1 = any
 
     @property
     def input_width(self) -> int:
@@ -116,7 +120,8 @@ class ServerConfig:
     def from_json(cls, data: bytes | str) -> ServerConfig:
         d = orjson.loads(data)
         d["models"] = tuple(
-            ModelConfig(**{**m, "input_shape": tuple(m["input_shape"])}) for m in d["models"]
+            ModelConfig(**{**m, "input_shape": tuple(m["input_shape"]), "output_shape": tuple(m["output_shape"])})
+            for m in d["models"]
         )
         d["apps"] = tuple(
             AppConfig(**{**a, "input_shape": tuple(a["input_shape"]), "models": tuple(a["models"])})
@@ -232,7 +237,15 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
             aimd_additive_step=t.positive("aimd_additive_step", 2),
             aimd_backoff_factor=float(t.get("aimd_backoff_factor", (int, float), "a number in (0, 1)", 0.9)),
             aimd_target_fraction=float(t.get("aimd_target_fraction", (int, float), "a number in (0, 1]", 0.9)),
+            output_type=t.get("output_type", str, f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", ""),
+            output_shape=tuple(t.get("output_shape", list, "a list of dimensions (-1: any), without the batch", [])),
         )
+        if m.output_type and m.output_type not in V2_OUTPUT_TYPES:
+            raise t.fail("output_type", f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", m.output_type)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and (v > 0 or v == -1) for v in m.output_shape):
+            raise t.fail("output_shape", "a list of positive integers or -1", list(m.output_shape))
+        if m.output_shape and not m.output_type:
+            raise t.fail("output_type", "a V2 datatype when output_shape is given")
         if m.batch_size == 0 or m.batch_size < -1:
             raise t.fail("batch_size", "-1 (adaptive) or a fixed batch size >= 1", m.batch_size)
         if not 0 < m.aimd_backoff_factor < 1:

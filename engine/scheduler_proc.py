@@ -13,6 +13,7 @@ copy until their batch is written to a model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -85,14 +86,34 @@ def build_core(config: ServerConfig, rng: random.Random | None = None) -> Schedu
         )
         for m in config.models
     ]
-    return SchedulerCore(apps, models, cache_nbytes=config.cache_nbytes, rng=rng or random.Random())
+    return SchedulerCore(apps, models, cache_nbytes=config.cache_nbytes, rng=rng or random.Random(),
+                         stall_ns=int(config.model_stall_timeout_s * 1e9))
 
 
-def render_outputs(scores: np.ndarray) -> list[bytes]:
-    """JSON text of each row of a model's scores ((n,) values or (n, k) rows)."""
+_V2_TYPES = {"f4": "FP32", "f8": "FP64", "i8": "INT64", "u1": "BOOL"}
+
+
+def render_outputs(scores: np.ndarray | frames.TextRows) -> list[bytes]:
+    """JSON text of each row of a model's scores ((n,) values or (n, k) rows). Strings are
+    JSON strings (as Clipper answers them). Non-finite floats are written NaN, Infinity and
+    -Infinity, as Triton writes them (Python's json and tritonclient read them back)."""
+    if isinstance(scores, frames.TextRows):
+        if scores.kind == "json":
+            return scores.items
+        return [orjson.dumps(t.decode(errors="replace")) for t in scores.items]
     if scores.dtype == np.uint8:  # booleans travel as bytes
         return [b"true" if v else b"false" for v in scores.tolist()]
+    if scores.dtype.kind == "f" and not np.isfinite(scores).all():
+        return [json.dumps(r).encode() for r in scores.tolist()]
     return [orjson.dumps(r, option=_NUMPY) for r in scores]
+
+
+def output_meta(scores: np.ndarray | frames.TextRows) -> dict:
+    """V2 datatype and shape ([-1, ...]: rows first) of a model's answer."""
+    if isinstance(scores, frames.TextRows):
+        return {"datatype": "BYTES", "shape": [-1]}
+    dt = _V2_TYPES.get(scores.dtype.str[1:], "FP32")
+    return {"datatype": dt, "shape": [-1, *scores.shape[1:]]}
 
 
 class _Outbox:
@@ -129,6 +150,13 @@ class _Outbox:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def fail_first(self, cause: str) -> None:
+        self.status[0] = 500
+        self.default[0] = False
+        self.output[0] = cause.encode()
+        self.explanation[0] = ""
+        self.extra[0] = b""
+
     def drop(self, n: int) -> None:
         for lst in (self.ids, self.status, self.default, self.output, self.explanation, self.extra):
             del lst[:n]
@@ -158,6 +186,10 @@ class SchedulerProc:
         ]
         self.input_codecs = [FrameCodec(frames.model_input_schema(m.input_type, m.input_shape)) for m in cfg.models]
         self.scores = frames.ScoresCodec()
+        # V2 output metadata: declared in the config, else learned from the first answer
+        self.output_meta: list[dict | None] = [
+            {"datatype": m.output_type, "shape": [-1, *m.output_shape]} if m.output_type else None for m in cfg.models
+        ]
         self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
         # per app: its input digest function, or None when the app does not cache
         self.digest_of = [
@@ -181,6 +213,7 @@ class SchedulerProc:
     # -- the loop ---------------------------------------------------------------------------
 
     def serve(self) -> int:
+        self._publish(time.monotonic_ns())  # readiness and zeroed statistics from the start
         fds = [self.bell.fileno(), self.ctrl.fileno(), *(f.fileno() for f in self.feedback)]
         feedback_fds = set(fds[2:])
         core = self.core
@@ -194,6 +227,9 @@ class SchedulerProc:
                 wake = _earliest(wake, self.published_ns + PUBLISH_INTERVAL_NS)
             if self.store is not None and core.policy_changed:
                 wake = _earliest(wake, self.snapshot_ns + snapshot_ns)
+            stall = core.next_stall_check(now)  # readiness changes with no event: publish it
+            if stall is not None:
+                wake = _earliest(wake, stall + 1)
             timeout = None if wake is None else max(0.0, (wake - now) / 1e9)
             ready = wait_any(fds, timeout)
             if self.ctrl.fileno() in ready:
@@ -247,11 +283,14 @@ class SchedulerProc:
         PUBLISH_INTERVAL_NS, and once more that long after the last change (so an idle
         server's numbers are exact), never on the path of an answer."""
         self.published_ns = now_ns
+        ready = self.core.readiness(now_ns)
         self.board.publish(self.core.metrics.render().encode())
         wall_ms = time.time_ns() // 1_000_000
         stats = []
-        for m in self.core.models:
+        for mi, m in enumerate(self.core.models):
             d = m.stats.to_json()
+            d["ready"] = ready[mi]
+            d["output"] = self.output_meta[mi]
             last = d.pop("last_inference_ns")
             d["last_inference"] = wall_ms - (now_ns - last) // 1_000_000 if last else 0
             stats.append(d)
@@ -332,6 +371,9 @@ class SchedulerProc:
             if error is not None:
                 self.core.batch_done(mi, ri, None, error, now)
             else:
+                if self.output_meta[mi] is None:
+                    self.output_meta[mi] = output_meta(scores)
+                    self.published_ns = 0  # tell the frontends at the end of this turn
                 self.core.batch_done(mi, ri, render_outputs(scores), None, now)
             scores = None
         if n:
@@ -383,8 +425,11 @@ class SchedulerProc:
                         writer.try_write(lambda slot, n=n, box=box: box.encode(slot, n))
                         break
                     except OverflowError:
-                        if n == 1:
-                            raise
+                        if n == 1:  # one answer larger than a slot: it becomes its error
+                            box.fail_first(
+                                f"the answer of {len(box.output[0])} bytes exceeds the response slot of "
+                                f"{self.cfg.response_slot_nbytes} bytes (server.response_slot_nbytes)")
+                            continue
                         n //= 2
                 box.drop(n)
             writer.flush()  # a full ring: the frontend posts our bell when it frees a slot

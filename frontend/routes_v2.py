@@ -44,6 +44,7 @@ EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 _JSON = b"application/json"
+UNKNOWN_OUTPUT = {"datatype": "FP32", "shape": [-1, -1]}  # before a model's first answer, if not declared
 
 
 def _version() -> str:
@@ -97,6 +98,11 @@ class V2Routes:
         if len(parts) >= 2 and parts[1] == "systemsharedmemory":
             self._system_shm(conn, slot, method, parts[2:], body)
             return
+        if parts == ["v2", "models", "stats"]:  # every model, as Triton serves it
+            _expect(method, b"GET", "statistics")
+            stats = [s for ri in sorted(set(self.direct.values())) for s in self._stats(ri, self.routes[ri].name)["model_stats"]]
+            conn.respond(slot, 200, orjson.dumps({"model_stats": stats}))
+            return
         if len(parts) < 3 or parts[1] != "models":
             raise V2Error(404, f"no route for /{'/'.join(parts)}")
         name = parts[2]
@@ -119,7 +125,7 @@ class V2Routes:
         if action == "":
             conn.respond(slot, 200, orjson.dumps(self._metadata(ri, name)))
         elif action == "ready":
-            ok = not self.fe.draining and self._model_of(ri) is not None
+            ok = not self.fe.draining and self.route_ready(ri)
             conn.respond(slot, 200 if ok else 503, b"" if ok else orjson.dumps({"error": f"{name} is not ready"}))
         elif action == "config":
             conn.respond(slot, 200, orjson.dumps(self._config(ri, name)))
@@ -157,12 +163,15 @@ class V2Routes:
 
     def _resolve(self, name: str, version: str | None) -> int:
         if version is not None:
-            ri = self.direct.get(name)
+            # a model's version, or an app's: the version of its (first) linked model, as
+            # perf_analyzer and tritonclient address "the model" with the version it reported
+            ri = self.direct.get(name, self.by_name.get(name))
             if ri is None:
-                raise V2Error(404, f"unknown model '{name}'")
-            m = self.cfg.models[self.routes[ri].model]
-            if version != m.version:
-                raise V2Error(404, f"unknown version '{version}' of model '{name}'; available: {m.version}")
+                raise V2Error(404, f"unknown model '{name}'; known: {sorted(self.by_name)}")
+            m = self._model_of(ri)
+            if m is None or version != m.version:
+                available = m.version if m is not None else "none"
+                raise V2Error(404, f"unknown version '{version}' of model '{name}'; available: {available}")
             return ri
         ri = self.by_name.get(name)
         if ri is None:
@@ -172,6 +181,41 @@ class V2Routes:
     def _model_of(self, ri: int):
         mi = self.routes[ri].model
         return None if mi is None else self.cfg.models[mi]
+
+    def _model_stats(self) -> list[dict]:
+        """The scheduler's last per-model snapshot (statistics, readiness, learned outputs)."""
+        raw = self.fe.stats_board.read()
+        return orjson.loads(raw) if raw else []
+
+    def route_ready(self, ri: int) -> bool:
+        """An app is ready when one of its models is; a model when the scheduler says so (a
+        replica idle or answering its batch within model_stall_timeout_s)."""
+        models = self.routes[ri].models
+        if not models:
+            return False
+        stats = self._model_stats()
+        return any(mi < len(stats) and stats[mi].get("ready") for mi in models)
+
+    def unready_apps(self) -> list[str]:
+        """Apps linked to models of which none is ready (for the server's readiness). Models
+        scaled to 0 replicas are left out: their apps answer defaults by design."""
+        stats = self._model_stats()
+        out = []
+        for a in self.cfg.apps:
+            linked = [self.cfg.model_index(n) for n in a.models]
+            linked = [mi for mi in linked if self.cfg.models[mi].replicas > 0]
+            if linked and not any(mi < len(stats) and stats[mi].get("ready") for mi in linked):
+                out.append(a.name)
+        return out
+
+    def output_meta(self, ri: int) -> dict | None:
+        """{"datatype", "shape"} of the route's answers: declared, or learned by the scheduler
+        at the model's first answer; None while unknown."""
+        mi = self.routes[ri].model
+        if mi is None:
+            return None
+        stats = self._model_stats()
+        return stats[mi].get("output") if mi < len(stats) else None
 
     # -- metadata ---------------------------------------------------------------------------
 
@@ -184,12 +228,13 @@ class V2Routes:
             "versions": [m.version] if m is not None else [],
             "platform": SERVER_NAME,
             "inputs": [{"name": INPUT_NAME, "datatype": APP_DATATYPE[r.input_type], "shape": shape}],
-            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, -1]}],
+            "outputs": [{"name": OUTPUT_NAME, **(self.output_meta(ri) or UNKNOWN_OUTPUT)}],
         }
 
     def _config(self, ri: int, name: str) -> dict:
         r = self.routes[ri]
         m = self._model_of(ri)
+        out = self.output_meta(ri) or UNKNOWN_OUTPUT
         max_batch = m.max_batch_size if m is not None else 0
         cfg = {
             "name": name,
@@ -198,7 +243,7 @@ class V2Routes:
             "max_batch_size": max_batch,
             "input": [{"name": INPUT_NAME, "data_type": TRITON_TYPE[APP_DATATYPE[r.input_type]],
                        "dims": list(r.input_shape) or [1]}],
-            "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [-1]}],
+            "output": [{"name": OUTPUT_NAME, "data_type": TRITON_TYPE[out["datatype"]], "dims": out["shape"][1:] or [1]}],
         }
         if m is not None:
             cfg["dynamic_batching"] = {
@@ -215,8 +260,7 @@ class V2Routes:
         mi = self.routes[ri].model
         if mi is None:
             return {"model_stats": []}
-        raw = self.fe.stats_board.read()
-        all_stats = orjson.loads(raw) if raw else []
+        all_stats = self._model_stats()
         st = all_stats[mi] if mi < len(all_stats) else None
         m = self.cfg.models[mi]
         if st is None:
@@ -299,7 +343,8 @@ class V2Routes:
         m = self._model_of(ri)
         version = m.version if m is not None else None
         now = time.monotonic_ns()
-        render = _renderer(name, version, req, unbatched, out_shm, self.shm)
+        meta = self.output_meta(ri)
+        render = _renderer(name, version, req, unbatched, out_shm, self.shm, meta["datatype"] if meta else None)
         pending = PendingRequest(conn, slot, n, True, now, render)
         fe.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority)
 
@@ -331,7 +376,8 @@ def _expect(method: bytes, allowed: bytes, what: str) -> None:
         raise V2Error(405, f"{what} accepts {allowed.decode()} only")
 
 
-def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool, out_shm=None, shm=None):
+def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool, out_shm=None, shm=None,
+              datatype: str | None = None):
     def render(p):
         if p.error is not None:
             status, err = p.error
@@ -347,7 +393,7 @@ def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool
             params["models_used"] = min(m["models_used"] for m in members)
         params = params or None
         try:
-            arr, dt = rows_to_tensor(rows, None)
+            arr, dt = rows_to_tensor(rows, datatype)
         except (ValueError, TypeError):
             why = defaults[0] if defaults else "the model's outputs differ in shape"
             return 503, orjson.dumps({"error": why}), b"", _JSON

@@ -678,8 +678,14 @@ class HttpConnection(asyncio.Protocol):
         if path in ("/v2/health/live", "/v2/health/ready"):
             if method != b"GET":
                 raise _method_not_allowed("GET", path)
-            ok = path.endswith("live") or not self.fe.draining
-            self.respond(slot, 200 if ok else 503, b"" if ok else error_body("unavailable", "draining"))
+            if path.endswith("live"):
+                self.respond(slot, 200, b"")
+            elif self.fe.draining:
+                self.respond(slot, 503, error_body("unavailable", "draining"))
+            elif unready := self.fe.v2.unready_apps():
+                self.respond(slot, 503, error_body("unavailable", f"no ready model for app(s) {unready}"))
+            else:
+                self.respond(slot, 200, b"")
             return
         raise RequestError(404, "not found", f"no route for {path}; expected POST /<app>/predict, GET /metrics or GET /v2/health/live|ready")
 

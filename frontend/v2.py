@@ -13,6 +13,7 @@ answers ``{"error": message}`` as the protocol asks.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -277,10 +278,19 @@ def rows_to_tensor(rows: list[bytes], datatype: str | None) -> tuple[np.ndarray,
 
     Without an explicit `datatype`, integers give INT64 and anything else FP32.
     """
-    values = orjson.loads(b"[" + b",".join(rows) + b"]")
-    arr = np.asarray(values)
+    text = b"[" + b",".join(rows) + b"]"
+    try:
+        values = orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN/Infinity tokens of non-finite outputs
+        values = json.loads(text)
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged JSON values: each row's JSON text
+        arr = np.empty(len(values), dtype=object)
+        datatype = "BYTES"
     if datatype is None:
-        datatype = "INT64" if arr.dtype.kind in "iu" else "BOOL" if arr.dtype.kind == "b" else "FP32"
+        kind = arr.dtype.kind
+        datatype = "INT64" if kind in "iu" else "BOOL" if kind == "b" else "FP32" if kind == "f" else "BYTES"
     if datatype == "BYTES":
         return np.asarray([orjson.dumps(v) if not isinstance(v, str) else v.encode() for v in values], dtype=object), datatype
     if datatype == "BF16":
@@ -335,7 +345,10 @@ def encode_infer_response(
     if parameters:
         doc["parameters"] = parameters
     doc["outputs"] = [out]
-    head = orjson.dumps(doc)
+    if out.get("data") and datatype in ("FP16", "FP32", "FP64", "BF16") and not np.isfinite(arr).all():
+        head = json.dumps(doc, separators=(",", ":")).encode()  # NaN, Infinity: as Triton writes them
+    else:
+        head = orjson.dumps(doc)
     if binary:
         return head + tail, len(head)
     return head, None

@@ -11,7 +11,9 @@ and reads it with `schooner.ipc.arrow_lite` (struct + numpy, no per-message pyar
 * model output ring (model -> scheduler): an Arrow IPC *stream* -- a schema message, then one
   record batch with a `scores` column -- because only the model knows its output's dtype and
   width. Schema messages are built once per (dtype, width) and cached at both ends. A failed
-  batch is a stream whose schema metadata carries ``error`` and which has no rows.
+  batch is a stream whose schema metadata carries ``error`` and which has no rows. Models that
+  answer strings send a utf8 column; models that answer other Python objects (dicts, ragged
+  lists) send a binary column of each row's JSON text, its schema metadata saying ``json``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 from itertools import accumulate
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from schooner.ipc.arrow_lite import FrameCodec, FrameError
@@ -81,19 +84,49 @@ def binary_items(offsets: np.ndarray, data: np.ndarray) -> list[bytes]:
     return [blob[o[i] : o[i + 1]] for i in range(len(o) - 1)]
 
 
+class TextRows:
+    """Model outputs that are not numbers: one UTF-8 string (kind "string") or one JSON text
+    (kind "json") per row."""
+
+    __slots__ = ("kind", "items")
+
+    def __init__(self, kind: str, items: list[bytes]) -> None:
+        self.kind = kind
+        self.items = items
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self.items),)
+
+
+def _text_rows(rows, n: int) -> TextRows:
+    if len(rows) != n:
+        raise ValueError(f"predict returned {len(rows)} rows; expected {n} for a batch of {n}")
+    if all(isinstance(r, str) for r in rows):
+        return TextRows("string", [r.encode() for r in rows])
+    try:
+        return TextRows("json", [orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) for r in rows])
+    except TypeError as e:
+        raise ValueError(f"predict returned rows that are not numbers, strings or JSON-able values ({e})") from None
+
+
 class ScoresCodec:
     """Model output stream: cached schema message + record batch. One per process (not global)."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, int], tuple[bytes, FrameCodec]] = {}
-        self._by_bytes: dict[bytes, FrameCodec] = {}
+        self._by_bytes: dict[bytes, tuple[FrameCodec, str | None]] = {}
 
     @staticmethod
-    def normalize(scores, n: int) -> np.ndarray:
-        """The scores as a 1-D or 2-D array of n rows in a wire dtype; ValueError otherwise."""
+    def normalize(scores, n: int) -> np.ndarray | TextRows:
+        """The scores as a 1-D or 2-D array of n rows in a wire dtype, or `TextRows` for
+        strings and other JSON-able values; ValueError otherwise."""
         if hasattr(scores, "detach"):  # a torch tensor
             scores = scores.detach().cpu().numpy()
-        arr = np.asarray(scores)
+        try:
+            arr = np.asarray(scores)
+        except ValueError:  # ragged rows
+            return _text_rows(list(scores), n)
         if arr.ndim == 0 or arr.shape[0] != n:
             raise ValueError(f"predict returned shape {arr.shape}; expected ({n},) or ({n}, k) for a batch of {n}")
         kind = arr.dtype.kind
@@ -103,27 +136,39 @@ class ScoresCodec:
             arr = arr.astype(np.int64, copy=False)
         elif kind == "b":
             arr = arr.astype(np.uint8)
+        elif kind in "USO":
+            rows = arr.tolist() if arr.ndim == 1 else [r.tolist() for r in arr]
+            return _text_rows([r.decode(errors="replace") if isinstance(r, bytes) else r for r in rows], n)
         else:
-            raise ValueError(f"predict returned {arr.dtype} values; expected numbers or booleans")
+            raise ValueError(f"predict returned {arr.dtype} values; expected numbers, booleans, strings or JSON-able values")
         if arr.ndim > 2:
             arr = arr.reshape(n, -1)
         return arr
 
-    def write(self, slot: memoryview, arr: np.ndarray) -> int:
+    def write(self, slot: memoryview, arr: np.ndarray | TextRows) -> int:
         """Write normalized scores as a stream into `slot`; returns bytes written."""
-        width = arr.shape[1] if arr.ndim == 2 else 0
-        key = (arr.dtype.str, width)
+        if isinstance(arr, TextRows):
+            key = (arr.kind, 0)
+            column = binary_column(arr.items)
+        else:
+            key = (arr.dtype.str, arr.shape[1] if arr.ndim == 2 else 0)
+            column = arr
         entry = self._by_key.get(key)
         if entry is None:
-            t = pa.from_numpy_dtype(arr.dtype)
-            schema = pa.schema([("scores", pa.list_(t, width) if width else t)])
+            if isinstance(arr, TextRows):
+                t = pa.string() if arr.kind == "string" else pa.binary()
+                schema = pa.schema([("scores", t)], metadata={"kind": arr.kind})
+            else:
+                width = key[1]
+                t = pa.from_numpy_dtype(arr.dtype)
+                schema = pa.schema([("scores", pa.list_(t, width) if width else t)])
             entry = (schema.serialize().to_pybytes(), FrameCodec(schema))
             self._by_key[key] = entry
         head, codec = entry
         if len(head) > len(slot):
             raise OverflowError(f"scores do not fit a slot of {len(slot)} bytes")
         slot[: len(head)] = head
-        return len(head) + codec.write(slot[len(head) :], arr.shape[0], [arr])
+        return len(head) + codec.write(slot[len(head) :], arr.shape[0], [column])
 
     @staticmethod
     def write_error(slot: memoryview, message: str) -> int:
@@ -133,20 +178,24 @@ class ScoresCodec:
         slot[: len(head)] = head
         return len(head)
 
-    def read(self, view: memoryview) -> tuple[np.ndarray | None, str | None]:
-        """(scores, None) or (None, error message) of one output slot; scores view the slot."""
+    def read(self, view: memoryview) -> tuple[np.ndarray | TextRows | None, str | None]:
+        """(scores, None) or (None, error message) of one output slot; numeric scores view
+        the slot, text rows are copies."""
         meta = int.from_bytes(view[4:8], "little")
         if view[:4] != b"\xff\xff\xff\xff" or meta <= 0:
             raise FrameError("model output slot does not start with a schema message")
         head = bytes(view[: 8 + meta])
-        codec = self._by_bytes.get(head)
-        if codec is None:
+        entry = self._by_bytes.get(head)
+        if entry is None:
             schema = pa.ipc.read_schema(pa.py_buffer(head))
             md = schema.metadata or {}
             if b"error" in md:
                 return None, md[b"error"].decode(errors="replace")
-            codec = FrameCodec(schema)
+            entry = (FrameCodec(schema), md.get(b"kind", b"").decode() or None)
             if len(self._by_bytes) < 64:
-                self._by_bytes[head] = codec
+                self._by_bytes[head] = entry
+        codec, text_kind = entry
         _, (scores,) = codec.read(view[8 + meta :])
+        if text_kind is not None:
+            return TextRows(text_kind, binary_items(*scores)), None
         return scores, None

@@ -11,7 +11,10 @@ another version current (or rolling back) simply misses; stale entries age out b
 
 Cost and capacity. An entry costs `len(value) + len(key.digest) + ENTRY_OVERHEAD_NBYTES`. The
 overhead stands for the Python objects around the payload (key tuple, OrderedDict node, dict
-slot, two `bytes` headers), so that a flood of tiny outputs is bounded too. Invariants:
+slot, two `bytes` headers), so that a flood of tiny outputs is bounded too. A stored value is
+a copy of exactly its length: the caller's `bytes` may sit in a larger allocation (orjson
+allocates 4 KiB for any output), which would make the real footprint 20x the accounted one.
+Invariants:
 
 * `nbytes` is the sum of the costs of the stored entries and never exceeds `capacity_nbytes`
   after any public call returns.
@@ -167,6 +170,9 @@ class PredictionCache:
         cost = entry_nbytes(key, value)
         if cost > self.capacity_nbytes:
             return
+        # a copy of exactly its size: a serializer's output may sit in a larger allocation
+        # (orjson's bytes keep a 4 KiB buffer), which the cost above would not account for
+        value = bytes(memoryview(value))
         entries = self._entries
         while self.nbytes + cost > self.capacity_nbytes:
             k, v = entries.popitem(last=False)

@@ -38,6 +38,7 @@ Rules (Clipper's model abstraction layer, as its paper describes it):
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ LOW_CONFIDENCE_EXPLANATION = "Prediction confidence is below the app's confidenc
 RECENT_PREDICTIONS = 4096  # per app: predictions kept for joining feedback
 MAX_ATTEMPTS = 2
 _EWMA = 0.2  # weight of the newest batch latency in a replica's expected latency
+_COMPACT_MIN = 4096  # deadline heap entries before answered ones are swept out
 
 
 class ReplicaState(IntEnum):
@@ -185,7 +187,7 @@ class _Replica:
 
 class _Model:
     __slots__ = ("spec", "queue", "replicas", "oldest_ns", "wake_ns", "m_batches", "m_batch_size",
-                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries", "m_shed", "stats")  # fmt: skip
+                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries", "m_shed", "m_ready", "stats")  # fmt: skip
 
     def __init__(self, spec: ModelSpec, replicas: list[_Replica]) -> None:
         self.spec = spec
@@ -206,8 +208,10 @@ class SchedulerCore:
         cache_nbytes: int = 32 * 1024 * 1024,
         metrics: MetricSet | None = None,
         rng: random.Random | None = None,
+        stall_ns: int = 10_000_000_000,
     ) -> None:
         self.apps = apps
+        self.stall_ns = stall_ns
         self.rng = rng if rng is not None else random.Random(0)
         # selection state per policy app: ContextStates (per uid, app-wide fallback)
         self.contexts: dict[int, ContextStates] = {
@@ -239,6 +243,7 @@ class SchedulerCore:
             m.m_hits = mx.counter("schooner_cache_hits_total", "Queries answered from the prediction cache", **labels)
             m.m_misses = mx.counter("schooner_cache_misses_total", "Cache lookups that missed (joined ones included)", **labels)
             m.m_queries = mx.counter("schooner_model_queries_total", "Queries sent to model processes", **labels)
+            m.m_ready = mx.gauge("schooner_model_ready", "1 while some replica of the model is idle or answered its batch within model_stall_timeout_s", **labels)
             m.m_shed = mx.counter("schooner_model_shed_total", "Queries answered with the default on arrival: the queue ahead could not finish before their deadline", **labels)
             for r in reps:
                 r.limit_gauge.set(r.aimd.limit)
@@ -256,7 +261,8 @@ class SchedulerCore:
         self.m_app_errors = [mx.counter("schooner_app_errors_total", "Queries answered with a model error", app=a.name or str(i)) for i, a in enumerate(apps)]
         self.m_evictions = mx.counter("schooner_cache_evictions_total", "Entries evicted from the prediction cache")
         self.m_cache_bytes = mx.gauge("schooner_cache_bytes", "Bytes held by the prediction cache")
-        self._deadlines: list[tuple[int, int, Query]] = []
+        self._deadlines: list[tuple[int, int, Query]] = []  # lazy: answered ones leave late
+        self._compact_at = _COMPACT_MIN
         self._ensembles: dict[int, Ensemble] = {}
         self._seq = 0
         self._actions: list[Action] = []
@@ -414,6 +420,10 @@ class SchedulerCore:
     def poll(self, now_ns: int) -> list[Action]:
         """Actions due at `now_ns`: expired queries answered, idle replicas given batches."""
         dl = self._deadlines
+        if len(dl) > self._compact_at:  # answered entries wait for their deadline: drop them
+            dl[:] = [e for e in dl if not e[2].done]
+            heapq.heapify(dl)
+            self._compact_at = max(_COMPACT_MIN, 2 * len(dl))
         while dl and dl[0][0] <= now_ns:
             _, _, q = heapq.heappop(dl)
             if not q.done:
@@ -450,6 +460,34 @@ class SchedulerCore:
             if m.wake_ns is not None and (wake is None or m.wake_ns < wake):
                 wake = m.wake_ns
         return wake
+
+    def model_ready(self, mi: int, now_ns: int) -> bool:
+        """Whether some replica of model `mi` can answer: idle, or busy with a batch sent less
+        than `stall_ns` ago. A replica holding its batch longer is hung or far too slow."""
+        for r in self.models[mi].replicas:
+            if r.state is ReplicaState.IDLE or r.state is ReplicaState.BUSY and now_ns - r.sent_ns < self.stall_ns:
+                return True
+        return False
+
+    def readiness(self, now_ns: int) -> list[bool]:
+        """`model_ready` of every model; also sets the `schooner_model_ready` gauges."""
+        out = []
+        for mi, m in enumerate(self.models):
+            ok = self.model_ready(mi, now_ns)
+            m.m_ready.value = 1 if ok else 0
+            out.append(ok)
+        return out
+
+    def next_stall_check(self, now_ns: int) -> int | None:
+        """When a busy replica would turn not ready, if it is still busy then (None: never)."""
+        due = None
+        for m in self.models:
+            for r in m.replicas:
+                if r.state is ReplicaState.BUSY:
+                    t = r.sent_ns + self.stall_ns
+                    if t > now_ns and (due is None or t < due):
+                        due = t
+        return due
 
     def inflight_count(self) -> int:
         """Queries accepted and not yet answered (for drain and metrics)."""
@@ -652,7 +690,13 @@ def _live(q: Query) -> bool:
 
 def _scores(output: bytes):
     """A model's JSON output as a policy input: a float, or a float vector."""
-    v = orjson.loads(output)
+    try:
+        v = orjson.loads(output)
+    except orjson.JSONDecodeError:  # NaN/Infinity tokens (see render_outputs) or not JSON
+        try:
+            v = json.loads(output)
+        except ValueError:
+            return None
     if isinstance(v, list):
         return np.asarray(v, dtype=np.float64).reshape(-1)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
