@@ -97,6 +97,7 @@ def serve(args: argparse.Namespace) -> int:
     sup = Supervisor(cfg)
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
+    signal.signal(signal.SIGHUP, sup.request_stop)  # a closed terminal: drain and stop, never die silently
     try:
         sup.start()
     except StartupError as e:

@@ -171,6 +171,7 @@ class SchedulerProc:
         self.ctrl.setblocking(False)
         self.bell = Doorbell(args.bell_fd)
         fbells = [Doorbell(fd) for fd in args.frontend_bell_fds]
+        self.frontend_bells = fbells
         self.submits = [
             RingReader(Segment.attach(name), fbells[i])
             for i, name in enumerate(args.submit_rings)
@@ -309,6 +310,20 @@ class SchedulerProc:
                 self._replica_down(msg)
             elif isinstance(msg, protocol.ReplicaUp):
                 self._replica_up(msg)
+            elif isinstance(msg, protocol.FrontendRings):
+                self._frontend_rings(msg)
+
+    def _frontend_rings(self, msg: protocol.FrontendRings) -> None:
+        """A respawned frontend: new rings; answers still waiting for the dead one are dropped
+        (its successor never asked for them)."""
+        fi = msg.index
+        old = (self.submits[fi], self.responses[fi])
+        self.submits[fi] = RingReader(Segment.attach(msg.submit_ring), self.frontend_bells[fi])
+        self.responses[fi] = RingWriter(Segment.attach(msg.response_ring), self.frontend_bells[fi])
+        self.outboxes[fi] = _Outbox()
+        for ring in old:
+            ring.close()
+        log.info("frontend[%d] was respawned; serving it on new rings", fi)
 
     def _replica_down(self, msg: protocol.ReplicaDown) -> None:
         rings = self.replicas[msg.model][msg.replica]

@@ -32,6 +32,7 @@ class FrontendArgs:
     stats_board: str  # the scheduler's per-model statistics (JSON)
     client_shm_board: str  # registered client shared memory regions (JSON), shared by frontends
     feedback_fd: int  # SOCK_SEQPACKET to the scheduler: Feedback out, FeedbackDone back
+    incarnation: int = 0  # times this frontend index was respawned
 
 
 @dataclass(frozen=True, slots=True)

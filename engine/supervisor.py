@@ -5,18 +5,32 @@ memory, pre-faulted) and the listening sockets; spawn the scheduler and every mo
 wait for their typed `Ready` (with a deadline), then spawn the frontends and wait for theirs.
 
 Running: one `poll` over the children's process sentinels (pidfds), their control sockets and
-a signal wake-up pipe. A model replica that exits is replaced: the scheduler is told
-(`ReplicaDown`) so it retries that replica's queries, a fresh ring pair is created for the new
-incarnation, and `ReplicaUp` follows its `Ready`. Any other child exiting is fatal.
+a signal wake-up pipe. Every child that dies is replaced; nothing else stops:
 
-Shutdown (SIGTERM/SIGINT): RUNNING -> DRAINING -> STOPPED. Frontends get `Drain` (readiness
-turns false at once) and report `Drained` when every in-flight request is answered; then every
-child gets `Stop`, with a bounded join and SIGKILL after it; finally every segment this
-instance created is unlinked.
+* a model replica: the scheduler is told (`ReplicaDown`) so it retries that replica's queries,
+  a fresh ring pair is created for the new incarnation, and `ReplicaUp` follows its `Ready`
+  (respawns back off while a replica fails before it is ready);
+* the scheduler: the frontends answer what they had in flight with 503 (`Abort`), a new
+  scheduler is spawned on fresh rings, and the frontends and model processes move to them
+  (`Rebind`; a model's `Rebound` is followed by `ReplicaUp`). Feedback sockets, doorbells and
+  metric boards are the supervisor's and outlive it;
+* a frontend: a new one is spawned on the same listening socket (connections that arrived
+  meanwhile wait in its backlog) with fresh rings, which the scheduler is told about
+  (`FrontendRings`); its siblings never notice.
+
+A scheduler or frontend that dies `max_restarts` times within `restart_window_s` stops the
+server with a log line saying so, rather than flapping. Restarts per role are counted on
+`/metrics` (`schooner_process_restarts_total`).
+
+Shutdown (SIGTERM/SIGINT/SIGHUP): RUNNING -> DRAINING -> STOPPED. Frontends get `Drain`
+(readiness turns false at once) and report `Drained` when every in-flight request is
+answered; then every child gets `Stop`, with a bounded join and SIGKILL after it; finally
+every segment this instance created is unlinked.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -24,13 +38,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from schooner.engine.config import ServerConfig
+from schooner.engine.core.metrics import MetricSet
 from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode_args
 from schooner.ipc import protocol
-from schooner.ipc.board import board_nbytes
+from schooner.ipc.board import Board, board_nbytes
 from schooner.ipc.channel import Doorbell, ProcessSentinel, wait_any
 from schooner.ipc.frames import NUMPY_DTYPES
 from schooner.ipc.ring import Ring, ring_nbytes
@@ -78,6 +94,8 @@ class Child:
     incarnation: int = 0
     rings: tuple[str, str] = ("", "")
     exit_code: int | None = None
+    index: int = -1  # a frontend's index
+    rebinding: bool = False  # a model sent `Rebind`, its `Rebound` not back yet
 
 
 @dataclass
@@ -87,6 +105,7 @@ class _ReplicaSlot:
     respawn_at: float | None = None
     child: Child | None = None
     rings: list[str] = field(default_factory=list)
+    ring_gen: int = 0  # ring pairs created for this replica so far (names must not repeat)
 
 
 class Supervisor:
@@ -108,6 +127,20 @@ class Supervisor:
         self._sig_w.setblocking(False)
         self._stop_requested = False
         self.exit_code = 0
+        self.fe_rings: list[tuple[str, str]] = []  # per frontend: (submit, response)
+        self.fe_ring_gen: list[int] = []
+        self.fe_incarnation: list[int] = []
+        self.feedback: list[tuple[socket.socket, socket.socket]] = []  # (frontend end, scheduler end)
+        self.deaths: dict[protocol.Role, deque[float]] = {r: deque() for r in protocol.Role}
+        self.metrics = MetricSet()
+        self.m_restarts = {
+            r: self.metrics.counter("schooner_process_restarts_total", "Child processes respawned after they died",
+                                    role=r.name.lower())
+            for r in (protocol.Role.SCHEDULER, protocol.Role.FRONTEND, protocol.Role.MODEL)
+        }
+        self.board: Board | None = None
+        self._board_seg: Segment | None = None
+        self.scheduler: Child | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -150,16 +183,33 @@ class Supervisor:
         self.segments.discard(name)
 
     def _listen_sockets(self) -> list[socket.socket]:
-        socks = []
+        """One listening socket per frontend, sharing the port through SO_REUSEPORT. A port
+        that anything else holds fails the start: the probe binds without SO_REUSEPORT, which
+        no listening socket lets through, so a second instance never joins this one's group.
+        Each socket listens at once, so the port is taken from here on."""
         port = self.cfg.port
         family = socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET
-        for _ in range(self.cfg.frontends):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((self.cfg.host, port))
-            port = s.getsockname()[1]  # port 0: the first bind picks, the others share it
-            socks.append(s)
+        if port != 0:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((self.cfg.host, port))
+            finally:
+                probe.close()
+        socks = []
+        try:
+            for _ in range(self.cfg.frontends):
+                s = socket.socket(family, socket.SOCK_STREAM)
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.bind((self.cfg.host, port))
+                s.listen(4096)
+                port = s.getsockname()[1]  # port 0: the first bind picks, the others share it
+        except OSError:
+            for s in socks:
+                s.close()
+            raise
         self.port = port
         return socks
 
@@ -192,13 +242,32 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def _model_rings(self, mi: int, ri: int) -> tuple[str, str]:
+        """A fresh (input, output) ring pair for a replica (new names: old ones may be mapped)."""
+        m = self.cfg.models[mi]
+        slot = self.replicas[mi][ri]
+        g = slot.ring_gen
+        slot.ring_gen += 1
+        rin = self._ring(f"model{mi}-r{ri}-g{g}-in", MODEL_SLOTS, self._model_input_slot_nbytes(mi))
+        rout = self._ring(f"model{mi}-r{ri}-g{g}-out", MODEL_SLOTS, m.output_slot_nbytes)
+        slot.rings = [rin, rout]
+        return rin, rout
+
+    def _frontend_rings(self, i: int) -> tuple[str, str]:
+        """A fresh (submit, response) ring pair for frontend `i`."""
+        cfg = self.cfg
+        g = self.fe_ring_gen[i]
+        self.fe_ring_gen[i] += 1
+        pair = (self._ring(f"fe{i}-g{g}-submit", cfg.submit_slots, cfg.submit_slot_nbytes),
+                self._ring(f"fe{i}-g{g}-response", cfg.response_slots, cfg.response_slot_nbytes))
+        self.fe_rings[i] = pair
+        return pair
+
     def _spawn_model(self, mi: int, ri: int) -> Child:
         m = self.cfg.models[mi]
         slot = self.replicas[mi][ri]
         inc = slot.incarnation
-        rin = self._ring(f"model{mi}-r{ri}-g{inc}-in", MODEL_SLOTS, self._model_input_slot_nbytes(mi))
-        rout = self._ring(f"model{mi}-r{ri}-g{inc}-out", MODEL_SLOTS, m.output_slot_nbytes)
-        slot.rings = [rin, rout]
+        rin, rout = self._model_rings(mi, ri)
         bell = self.model_bells[mi][ri]
         child = self._spawn(
             protocol.Role.MODEL, f"model[{m.name}:{m.version}:{ri}]",
@@ -210,6 +279,36 @@ class Supervisor:
         slot.respawn_at = None
         return child
 
+    def _spawn_scheduler(self) -> Child:
+        cfg = self.cfg
+        fe_fds = tuple(b.fd for b in self.fe_bells)
+        model_fds = tuple(tuple(b.fd for b in row) for row in self.model_bells)
+        fb_fds = tuple(p[1].fileno() for p in self.feedback)
+        self.scheduler = self._spawn(
+            protocol.Role.SCHEDULER, "scheduler",
+            lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, fe_fds,
+                                     tuple(r[0] for r in self.fe_rings), tuple(r[1] for r in self.fe_rings),
+                                     model_fds, self.sched_board, self.stats_board, fb_fds),
+            [self.sched_bell.fd, *fe_fds, *(fd for row in model_fds for fd in row), *fb_fds],
+        )
+        return self.scheduler
+
+    def _spawn_frontend(self, i: int) -> Child:
+        cfg = self.cfg
+        sock = self.listen_socks[i]
+        submit, response = self.fe_rings[i]
+        bell = self.fe_bells[i]
+        fb = self.feedback[i][0]
+        child = self._spawn(
+            protocol.Role.FRONTEND, f"frontend[{i}]",
+            lambda fd: FrontendArgs(i, cfg, fd, bell.fd, self.sched_bell.fd, submit, response, sock.fileno(),
+                                    self.boards, self.stats_board, self.shm_board, fb.fileno(),
+                                    self.fe_incarnation[i]),
+            [bell.fd, self.sched_bell.fd, sock.fileno(), fb.fileno()],
+        )
+        child.index = i
+        return child
+
     def start(self) -> None:
         """Bring every process up; returns when all are Ready. Raises StartupError."""
         sweep_stale(keep_instance=self.instance)
@@ -217,46 +316,37 @@ class Supervisor:
         try:
             self.listen_socks = self._listen_sockets()
         except OSError as e:
-            raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
+            why = "address in use (another server, or another schooner, holds it)" if e.errno == errno.EADDRINUSE else e.strerror
+            raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {why}") from None
         self.sched_bell = self._bell()
-        fe_bells = [self._bell() for _ in range(cfg.frontends)]
+        self.fe_bells = [self._bell() for _ in range(cfg.frontends)]
         self.model_bells = [[self._bell() for _ in range(m.replicas)] for m in cfg.models]
-        submits = [self._ring(f"fe{i}-submit", cfg.submit_slots, cfg.submit_slot_nbytes) for i in range(cfg.frontends)]
-        responses = [self._ring(f"fe{i}-response", cfg.response_slots, cfg.response_slot_nbytes) for i in range(cfg.frontends)]
-        board = self._segment("metrics-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
-        stats_board = self._segment("stats-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
-        shm_board = self._segment("client-shm", board_nbytes(1 << 16))
-        boards = (board, *(self._segment(f"metrics-fe{i}", board_nbytes(METRICS_BOARD_NBYTES)) for i in range(cfg.frontends)))
-
-        model_fds = [b.fd for row in self.model_bells for b in row]
-        feedback = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(cfg.frontends)]
-        self.scheduler = self._spawn(
-            protocol.Role.SCHEDULER, "scheduler",
-            lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, tuple(b.fd for b in fe_bells),
-                                     tuple(submits), tuple(responses),
-                                     tuple(tuple(b.fd for b in row) for row in self.model_bells), board, stats_board,
-                                     tuple(p[1].fileno() for p in feedback)),
-            [self.sched_bell.fd, *(b.fd for b in fe_bells), *model_fds, *(p[1].fileno() for p in feedback)],
-        )
+        self.fe_rings = [("", "")] * cfg.frontends
+        self.fe_ring_gen = [0] * cfg.frontends
+        self.fe_incarnation = [0] * cfg.frontends
+        for i in range(cfg.frontends):
+            self._frontend_rings(i)
+        self.sched_board = self._segment("metrics-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
+        self.stats_board = self._segment("stats-scheduler", board_nbytes(METRICS_BOARD_NBYTES))
+        self.shm_board = self._segment("client-shm", board_nbytes(1 << 16))
+        sup_board = segment_name(self.instance, "metrics-supervisor")
+        self._board_seg = Segment.create(sup_board, board_nbytes(1 << 16))
+        self.segments.add(sup_board)
+        self.board = Board(self._board_seg.buf)
+        self._publish_metrics()
+        self.boards = (self.sched_board,
+                       *(self._segment(f"metrics-fe{i}", board_nbytes(METRICS_BOARD_NBYTES)) for i in range(cfg.frontends)),
+                       sup_board)
+        # kept for the whole run: a respawned scheduler or frontend gets the same sockets
+        self.feedback = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(cfg.frontends)]
+        self._spawn_scheduler()
         for mi, m in enumerate(cfg.models):
             for ri in range(m.replicas):
                 self._spawn_model(mi, ri)
         self._await_ready([c for c in self.children])
         for i in range(cfg.frontends):
-            sock = self.listen_socks[i]
-            self._spawn(
-                protocol.Role.FRONTEND, f"frontend[{i}]",
-                lambda fd, i=i, sock=sock: FrontendArgs(i, cfg, fd, fe_bells[i].fd, self.sched_bell.fd,
-                                                        submits[i], responses[i], sock.fileno(), boards, stats_board,
-                                                        shm_board, feedback[i][0].fileno()),
-                [fe_bells[i].fd, self.sched_bell.fd, sock.fileno(), feedback[i][0].fileno()],
-            )
+            self._spawn_frontend(i)
         self._await_ready([c for c in self.children if not c.ready])
-        for s in self.listen_socks:
-            s.close()  # the frontends hold their copies
-        for a, b in feedback:
-            a.close()  # the frontend and the scheduler hold theirs
-            b.close()
         self._move(SupervisorState.RUNNING)
 
     def _await_ready(self, waiting: list[Child]) -> None:
@@ -294,16 +384,25 @@ class Supervisor:
             log.error("%s: bad control message: %s", c.name, e)
             return None
 
+    def _announce(self, c: Child) -> None:
+        """Tell the scheduler a model replica serves on `c.rings`."""
+        self._send(self.scheduler, protocol.ReplicaUp(c.model, c.replica, c.incarnation, *c.rings))
+
     def _on_ready(self, c: Child) -> None:
         c.ready = True
         if c.role is protocol.Role.MODEL:
             self.replicas[c.model][c.replica].failures = 0
-            protocol.send(self.scheduler.ctrl, protocol.ReplicaUp(c.model, c.replica, c.incarnation, *c.rings))
+            if not c.rebinding:  # else its `Rebound` announces it, on the rings it moved to
+                self._announce(c)
+
+    def _publish_metrics(self) -> None:
+        if self.board is not None:
+            self.board.publish(self.metrics.render().encode())
 
     # -- running ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until a stop signal or a fatal child exit; then drain and clean up."""
+        """Serve until a stop signal or a child that keeps dying; then drain and clean up."""
         try:
             while self.state is SupervisorState.RUNNING:
                 self._step()
@@ -324,15 +423,23 @@ class Supervisor:
         readable = set(wait_any(fds, timeout))
         self._drain_signal_pipe()
         for c in list(self.children):
+            if c not in self.children:
+                continue  # replaced while this turn handled another child
             if c.ctrl.fileno() in readable:
                 msg = self._recv(c)
                 if isinstance(msg, protocol.Ready):
                     self._on_ready(c)
+                elif isinstance(msg, protocol.Rebound):
+                    c.rebinding = False
+                    if c.ready:
+                        self._announce(c)
                 elif isinstance(msg, protocol.Fatal):
                     log.error("%s failed to start: %s", c.name, msg.message)
             if c.sentinel.fileno() in readable and not c.sentinel.alive():
                 self._on_exit(c)
-            elif not c.ready and c.role is protocol.Role.MODEL and time.monotonic() > c.ready_deadline:
+                if self.state is not SupervisorState.RUNNING:
+                    return
+            elif not c.ready and time.monotonic() > c.ready_deadline:
                 log.error("%s did not report ready in time; killing it", c.name)
                 c.popen.kill()
         now = time.monotonic()
@@ -341,21 +448,42 @@ class Supervisor:
                 if slot.respawn_at is not None and now >= slot.respawn_at:
                     self._spawn_model(mi, ri)
 
+    def _died_too_often(self, role: protocol.Role) -> bool:
+        """Record a death of `role`; True when it died `max_restarts` times in the window."""
+        now = time.monotonic()
+        d = self.deaths[role]
+        d.append(now)
+        while d and d[0] < now - self.cfg.restart_window_s:
+            d.popleft()
+        return len(d) >= self.cfg.max_restarts
+
     def _on_exit(self, c: Child) -> None:
         c.exit_code = c.popen.wait()
         self._forget(c)
-        if c.role is not protocol.Role.MODEL:
-            log.error("%s exited with code %s; shutting down", c.name, c.exit_code)
+        if c.role is protocol.Role.MODEL:
+            self._on_model_exit(c)
+            return
+        if self._died_too_often(c.role):
+            log.critical(
+                "%s exited with code %s, the %d%s death of a %s within %g s; stopping the server instead of restarting it again",
+                c.name, c.exit_code, self.cfg.max_restarts, _ordinal(self.cfg.max_restarts), c.role.name.lower(),
+                self.cfg.restart_window_s)  # fmt: skip
             self.exit_code = 1
             if c.role is protocol.Role.SCHEDULER:  # nothing in flight can be answered any more
-                for f in self.children:
-                    if f.role is protocol.Role.FRONTEND:
-                        self._send(f, protocol.Abort(f"the scheduler process exited (code {c.exit_code})"))
+                self._abort_frontends(f"the scheduler process exited (code {c.exit_code})")
             self.shutdown()
             return
+        self.m_restarts[c.role].value += 1
+        self._publish_metrics()
+        if c.role is protocol.Role.SCHEDULER:
+            self._restart_scheduler(c)
+        else:
+            self._restart_frontend(c)
+
+    def _on_model_exit(self, c: Child) -> None:
         slot = self.replicas[c.model][c.replica]
         if c.ready:
-            protocol.send(self.scheduler.ctrl, protocol.ReplicaDown(c.model, c.replica, c.exit_code))
+            self._send(self.scheduler, protocol.ReplicaDown(c.model, c.replica, c.exit_code))
             slot.failures = 0
         else:
             slot.failures += 1
@@ -365,7 +493,54 @@ class Supervisor:
         slot.incarnation += 1
         delay = RESPAWN_BACKOFF_S[min(slot.failures, len(RESPAWN_BACKOFF_S) - 1)]
         slot.respawn_at = time.monotonic() + delay
+        self.m_restarts[protocol.Role.MODEL].value += 1
+        self._publish_metrics()
         log.warning("%s exited with code %s; respawning in %.1f s", c.name, c.exit_code, delay)
+
+    def _abort_frontends(self, reason: str) -> None:
+        for f in self.children:
+            if f.role is protocol.Role.FRONTEND:
+                self._send(f, protocol.Abort(reason))
+
+    def _restart_scheduler(self, dead: Child) -> None:
+        """Replace a dead scheduler: every ring it touched is replaced too, since what they
+        hold belongs to queries that were answered 503 (`Abort`) or to batches nobody awaits."""
+        reason = f"the scheduler process exited (code {dead.exit_code})"
+        log.error("%s; respawning it", reason)
+        self._abort_frontends(reason)
+        old = [name for pair in self.fe_rings for name in pair]
+        for i in range(self.cfg.frontends):
+            self._frontend_rings(i)
+        rebinds = []
+        for mi, row in enumerate(self.replicas):
+            for ri, slot in enumerate(row):
+                c = slot.child
+                if c is None:
+                    continue  # respawned later, on fresh rings
+                old += slot.rings
+                c.rings = self._model_rings(mi, ri)
+                c.rebinding = True
+                rebinds.append(c)
+        self._spawn_scheduler()
+        for c in rebinds:
+            self._send(c, protocol.Rebind(*c.rings))
+        for f in self.children:
+            if f.role is protocol.Role.FRONTEND:
+                submit, response = self.fe_rings[f.index]
+                self._send(f, protocol.Rebind(response, submit))
+        for name in old:
+            self._unlink(name)  # unmapped by their holders as they move
+
+    def _restart_frontend(self, dead: Child) -> None:
+        i = dead.index
+        log.error("%s exited with code %s; respawning it", dead.name, dead.exit_code)
+        old = self.fe_rings[i]
+        submit, response = self._frontend_rings(i)
+        self._send(self.scheduler, protocol.FrontendRings(i, submit, response))
+        self.fe_incarnation[i] += 1
+        self._spawn_frontend(i)
+        for name in old:
+            self._unlink(name)
 
     def _forget(self, c: Child) -> None:
         if c in self.children:
@@ -392,11 +567,18 @@ class Supervisor:
             self._send(c, protocol.Drain())
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         waiting = {c for c in frontends}
+        sched = self.scheduler if self.scheduler in self.children else None
         while waiting and time.monotonic() < deadline:
             fds = []
             for c in waiting:
                 fds += [c.ctrl.fileno(), c.sentinel.fileno()]
+            if sched is not None:
+                fds.append(sched.sentinel.fileno())
             readable = set(wait_any(fds, deadline - time.monotonic()))
+            if sched is not None and sched.sentinel.fileno() in readable and not sched.sentinel.alive():
+                # nobody will answer what the frontends wait for: they answer it 503 and report
+                self._abort_frontends(f"the scheduler process exited (code {sched.popen.wait()})")
+                sched = None
             for c in list(waiting):
                 if c.ctrl.fileno() in readable and isinstance(self._recv(c), protocol.Drained):
                     waiting.discard(c)
@@ -407,7 +589,9 @@ class Supervisor:
         self._stop_children()
         self._move(SupervisorState.STOPPED)
 
-    def _send(self, c: Child, msg) -> None:
+    def _send(self, c: Child | None, msg) -> None:
+        if c is None:
+            return
         try:
             protocol.send(c.ctrl, msg)
         except OSError:
@@ -436,6 +620,14 @@ class Supervisor:
         for s in self.listen_socks:
             s.close()
         self.listen_socks = []
+        for pair in self.feedback:
+            for sock in pair:
+                sock.close()
+        self.feedback = []
+        self.board = None
+        if self._board_seg is not None:
+            self._board_seg.close()
+            self._board_seg = None
         for name in list(self.segments):
             self._unlink(name)
         for b in self.bells:
@@ -445,8 +637,13 @@ class Supervisor:
             self.state = SupervisorState.STOPPED
 
 
+def _ordinal(n: int) -> str:
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+
 def _child_signals() -> None:
     """In the child before exec: the supervisor alone decides when children stop, so a
     terminal's Ctrl-C (sent to the whole process group) does not kill them mid-drain."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the supervisor drains

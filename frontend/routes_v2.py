@@ -125,7 +125,7 @@ class V2Routes:
         if action == "":
             conn.respond(slot, 200, orjson.dumps(self._metadata(ri, name)))
         elif action == "ready":
-            ok = not self.fe.draining and self.route_ready(ri)
+            ok = not self.fe.draining and not self.fe.scheduler_down and self.route_ready(ri)
             conn.respond(slot, 200 if ok else 503, b"" if ok else orjson.dumps({"error": f"{name} is not ready"}))
         elif action == "config":
             conn.respond(slot, 200, orjson.dumps(self._config(ri, name)))
@@ -299,6 +299,8 @@ class V2Routes:
         fe = self.fe
         if fe.draining:
             raise V2Error(503, "the server is draining; retry on another instance")
+        if fe.scheduler_down:
+            raise V2Error(503, "the scheduler is restarting; retry in a moment")
         r = self.routes[ri]
         shm_read = self.shm.read if self.shm is not None else None
         req = self._raw_request(r, body) if header_len == 0 else decode_infer(body, header_len, shm_read)

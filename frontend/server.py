@@ -10,6 +10,11 @@ Per connection, responses leave in request order (HTTP/1.1 pipelining), each wit
 `transport.write`. Bad requests are answered 4xx with `{"error", "cause"}` and disturb nothing
 else. On `Drain` the process answers readiness 503 and new queries 503, finishes what is in
 flight, reports `Drained` and exits on `Stop` (or when the supervisor's socket closes).
+
+When the scheduler dies, `Abort` makes this process answer everything in flight with 503 (no
+one else ever will) and refuse queries until `Rebind` hands it the rings of the scheduler that
+replaces it. Query ids carry this process's index (bits 48+) and incarnation (bits 40-47), so a
+respawned frontend never mistakes a late answer meant for its predecessor for one of its own.
 """
 
 from __future__ import annotations
@@ -88,13 +93,14 @@ class FrontendProc:
             cfg.models[cfg.model_index(a.models[0])] if a.models else None for a in cfg.apps
         ]
         self.bell = Doorbell(args.bell_fd)
-        sched_bell = Doorbell(args.scheduler_bell_fd)
+        self.sched_bell = sched_bell = Doorbell(args.scheduler_bell_fd)
         self.submit = RingWriter(Segment.attach(args.submit_ring), sched_bell)
         self.responses = RingReader(Segment.attach(args.response_ring), sched_bell)
+        self.scheduler_down = False  # between Abort and Rebind
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.ctrl.setblocking(False)
         self.max_query_nbytes = self.submit.ring.slot_nbytes - 4096
-        self.next_id = (args.index << 48) + 1
+        self.next_id = (args.index << 48) + ((args.incarnation & 0xFF) << 40) + 1
         self.inflight: dict[int, tuple[PendingRequest, int]] = {}
         self.requests_inflight = 0
         # the tick batch
@@ -196,6 +202,8 @@ class FrontendProc:
             raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
         if self.draining:
             raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
+        if self.scheduler_down:
+            raise RequestError(503, "unavailable", "the scheduler is restarting; retry in a moment")
         return entry
 
     def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
@@ -426,6 +434,11 @@ class FrontendProc:
                 return
             if isinstance(msg, protocol.Abort):
                 self._abort(msg.reason)
+                if self.draining and self.requests_inflight == 0:
+                    self._report_drained()
+                continue
+            if isinstance(msg, protocol.Rebind):
+                self._rebind(msg)
                 continue
             if isinstance(msg, protocol.Drain) and not self.draining:
                 self.draining = True
@@ -433,10 +446,20 @@ class FrontendProc:
                 if self.requests_inflight == 0:
                     self._report_drained()
 
+    def _rebind(self, msg: protocol.Rebind) -> None:
+        """A new scheduler: its rings replace the old ones (whatever these hold is stale)."""
+        old = (self.submit, self.responses)
+        self.submit = RingWriter(Segment.attach(msg.ring_out), self.sched_bell)
+        self.responses = RingReader(Segment.attach(msg.ring_in), self.sched_bell)
+        for ring in old:
+            ring.close()
+        self.scheduler_down = False
+        log.info("serving again through a new scheduler")
+
     def _abort(self, reason: str) -> None:
         """Answer every request still in flight with 503: nobody else ever will."""
-        self.draining = True
-        body = error_body("unavailable", f"{reason}; the server is shutting down")
+        self.scheduler_down = True
+        body = error_body("unavailable", f"{reason}; retry in a moment")
         pendings = {id(p): p for p, _ in self.inflight.values()}
         self.inflight.clear()
         self.backlog.clear()
@@ -682,6 +705,8 @@ class HttpConnection(asyncio.Protocol):
                 self.respond(slot, 200, b"")
             elif self.fe.draining:
                 self.respond(slot, 503, error_body("unavailable", "draining"))
+            elif self.fe.scheduler_down:
+                self.respond(slot, 503, error_body("unavailable", "the scheduler is restarting"))
             elif unready := self.fe.v2.unready_apps():
                 self.respond(slot, 503, error_body("unavailable", f"no ready model for app(s) {unready}"))
             else:

@@ -22,7 +22,7 @@ from enum import IntEnum
 
 import orjson
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_CONTROL_NBYTES = 64 * 1024
 
 
@@ -66,9 +66,37 @@ class Drained:
 
 @dataclass(frozen=True, slots=True)
 class Abort:
-    """Supervisor -> frontend: the scheduler is gone; answer everything in flight with 503."""
+    """Supervisor -> frontend: the scheduler is gone; answer everything in flight with 503
+    and refuse new queries until `Rebind` names the rings of its successor."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rebind:
+    """Supervisor -> frontend or model: a new scheduler serves you; drop your rings to the old
+    one (with whatever they hold) and use these. For a frontend: its submit and response
+    rings; for a model: its input and output rings. A model answers `Rebound`."""
+
+    ring_in: str  # what this process reads: response ring (frontend) / input ring (model)
+    ring_out: str  # what it writes: submit ring (frontend) / output ring (model)
+
+
+@dataclass(frozen=True, slots=True)
+class Rebound:
+    """Model -> supervisor: now on the rings of the last `Rebind`."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendRings:
+    """Supervisor -> scheduler: frontend `index` was respawned on these rings; drop the old
+    ones and anything waiting for them (answers to a dead frontend go nowhere)."""
+
+    index: int
+    submit_ring: str
+    response_ring: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +141,12 @@ class FeedbackDone:
     error: str = ""
 
 
-ControlMessage = Ready | Fatal | Drain | Drained | Abort | Stop | ReplicaDown | ReplicaUp | Feedback | FeedbackDone
+ControlMessage = (Ready | Fatal | Drain | Drained | Abort | Rebind | Rebound | FrontendRings | Stop | ReplicaDown
+                  | ReplicaUp | Feedback | FeedbackDone)
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Ready, Fatal, Drain, Drained, Abort, Stop, ReplicaDown, ReplicaUp, Feedback, FeedbackDone)
+    for cls in (Ready, Fatal, Drain, Drained, Abort, Rebind, Rebound, FrontendRings, Stop, ReplicaDown, ReplicaUp,
+                Feedback, FeedbackDone)
 }
 
 

@@ -5,6 +5,10 @@ the input ring (numpy view over the slot, no copy), call the model, release the 
 write the scores (or the failure cause) to the output ring, post the scheduler's doorbell. An
 exception in ``predict`` fails that batch only; the worker keeps serving. The control socket
 closing means the supervisor is gone, and the worker exits.
+
+When the scheduler dies and is replaced, the supervisor sends `Rebind` with fresh rings: the
+worker drops the old ones with whatever they hold (a batch being written back is abandoned:
+its queries were answered 503 already) and answers `Rebound`.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ log = logging.getLogger(__name__)
 class ModelProc:
     """Shell around a `ModelRunner`: rings in, rings out, nothing decided here."""
 
-    def __init__(self, args: ModelArgs, runner: ModelRunner) -> None:
+    def __init__(self, args: ModelArgs, runner: ModelRunner, name: str = "") -> None:
         cfg = args.config.models[args.model]
         self.cfg = cfg
+        self.name = name
+        self.generation = 0  # rings rebound so far
         self.runner = runner
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.bell = Doorbell(args.bell_fd)
         sched_bell = Doorbell(args.scheduler_bell_fd)
+        self.sched_bell = sched_bell
         numeric = frames.NUMPY_DTYPES[cfg.input_type] is not None
         self.numeric = numeric
         self.inputs = RingReader(Segment.attach(args.input_ring), sched_bell)
@@ -52,8 +59,20 @@ class ModelProc:
                     return 0
 
     def _control(self) -> bool:
+        """Handle one control message; False when the worker must exit."""
         msg = protocol.recv(self.ctrl)
-        return msg is not None and not isinstance(msg, protocol.Stop)
+        if msg is None or isinstance(msg, protocol.Stop):
+            return False
+        if isinstance(msg, protocol.Rebind):
+            old = (self.inputs, self.outputs)
+            self.inputs = RingReader(Segment.attach(msg.ring_in), self.sched_bell)
+            self.outputs = RingWriter(Segment.attach(msg.ring_out), self.sched_bell)
+            for ring in old:
+                ring.close()
+            self.generation += 1
+            protocol.send(self.ctrl, protocol.Rebound(self.name))
+            log.info("rebound to a new scheduler's rings")
+        return True
 
     def _one_batch(self) -> bool:
         reader = self.inputs
@@ -82,11 +101,14 @@ class ModelProc:
         else:
             def encode(slot):
                 return self.scores.write_error(slot, error)
+        generation = self.generation
         try:
             while not writer.try_write(encode):  # full: the scheduler posts our bell when it frees a slot
                 ready = wait_any([self.bell.fileno(), self.ctrl.fileno()], None)
                 if self.ctrl.fileno() in ready and not self._control():
                     return False
+                if self.generation != generation:
+                    return True  # rebound: this batch belonged to the dead scheduler
                 self.bell.clear()
         except OverflowError as e:
             message = f"{e}; raise output_slot_nbytes for model {self.cfg.name}"
@@ -105,7 +127,7 @@ def run_model(args: ModelArgs) -> int:
     except ModelLoadError as e:
         protocol.send(ctrl, protocol.Fatal(protocol.Role.MODEL, name, str(e)))
         return 2
-    proc = ModelProc(args, runner)
+    proc = ModelProc(args, runner, name)
     protocol.send(ctrl, protocol.Ready(protocol.Role.MODEL, name, os.getpid()))
     ctrl.close()
     log.info("serving %s (incarnation %d)", cfg.entry_point, args.incarnation)

@@ -80,25 +80,33 @@ def test_sigkill_of_the_whole_tree_leaves_nothing_the_next_start_does_not_clean(
         assert second.predict("slow", {"input": [0.0] * 16})[0] == 200
 
 
-def test_sigkill_of_the_scheduler_answers_in_flight_requests_and_exits_cleanly(tmp_path):
+def test_sigkill_of_the_scheduler_answers_in_flight_requests_and_the_server_heals(tmp_path):
     marker = tmp_path / "batches"
-    srv = SchoonerServer(tmp_path, SLOW.format(marker=marker))
-    results = [None] * 6
+    with SchoonerServer(tmp_path, SLOW.format(marker=marker)) as srv:
+        results = [None] * 6
 
-    def call(i):
-        results[i] = srv.predict("slow", {"input": [float(i)] * 16})
+        def call(i):
+            results[i] = srv.predict("slow", {"input": [float(i)] * 16})
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: marker.exists() and marker.read_text().strip())
-    srv.remember_children()
-    (scheduler,) = srv.children("scheduler")
-    os.kill(scheduler.pid, signal.SIGKILL)
-    for t in threads:
-        t.join(60)
-    assert all(r is not None for r in results), "a request was left unanswered"
-    assert {status for status, _ in results} == {503}
-    assert all("scheduler process exited" in body["cause"] for _, body in results)
-    assert srv.proc.wait(60) == 1  # a fatal exit, reported as such
-    srv.__exit__(None, None, None)  # no child and no segment left behind
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: marker.exists() and marker.read_text().strip())
+        srv.remember_children()
+        (scheduler,) = srv.children("scheduler")
+        (model,) = srv.children("model")
+        os.kill(scheduler.pid, signal.SIGKILL)
+        for t in threads:
+            t.join(60)
+        assert all(r is not None for r in results), "a request was left unanswered"
+        assert {status for status, _ in results} == {503}
+        assert all("scheduler process exited" in body["cause"] for _, body in results)
+        # a new scheduler serves; the model process was kept (it moved to new rings)
+        wait_for(lambda: srv.predict("slow", {"input": [1.0] * 16})[0] == 200)
+        (new,) = srv.children("scheduler")
+        assert new.pid != scheduler.pid
+        assert [m.pid for m in srv.children("model")] == [model.pid]
+        status, text, _ = srv.request("GET", "/metrics")
+        assert b'schooner_process_restarts_total{role="scheduler"} 1' in text
+        assert srv.proc.poll() is None
+        assert srv.stop() == 0
