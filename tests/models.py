@@ -97,3 +97,17 @@ class AlwaysZero:
         out = np.zeros((len(batch), 10), dtype=np.float32)
         out[:, 0] = 1.0
         return out
+
+
+class ConstantClass:
+    """Always predicts class `label` of `classes` (one-hot scores): with two of these behind a
+    bandit app, feedback has a model that is always right and one that is always wrong."""
+
+    def __init__(self, label: int = 0, classes: int = 4) -> None:
+        self.label, self.classes = label, classes
+
+    def predict(self, batch) -> np.ndarray:
+        out = np.zeros((len(batch), self.classes), dtype=np.float32)
+        out[:, self.label] = 1.0
+        return out
+
