@@ -1,13 +1,12 @@
 """`schooner serve` as a user runs it, driven over real sockets with a real HTTP client."""
 
 import socket
-import threading
 import time
 
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.serving import SchoonerServer
+from tests.serving import ClientThread, SchoonerServer, finish, start
 
 CONFIG = """
 [[models]]
@@ -167,11 +166,7 @@ def test_concurrent_clients_each_get_their_own_answer(server):
             if status != 200 or body["output"] != float(k + i):
                 errors.append((k, i, status, body))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    finish(start([ClientThread(client, k) for k in range(8)]))
     assert errors == []
 
 
