@@ -156,6 +156,22 @@ def test_health_endpoints_and_two_frontends(server):
     assert len(server.children("frontend")) == 2
 
 
+def test_both_frontends_answer_queries(server):
+    """With `--frontends 2` both frontend processes answer: fresh connections spread over the
+    two SO_REUSEPORT sockets, and the top bits of a Clipper query_id (`query_id >> 48`) are the
+    index of the frontend that answered (the bits below 48 are not relied on)."""
+    seen: set[int] = set()
+    answers = 0
+    deadline = time.monotonic() + 60
+    while seen != {0, 1}:
+        assert time.monotonic() < deadline, f"after {answers} answers on fresh connections only frontends {seen} answered"
+        status, body = server.predict("picky", {"input": [1, 2, 3, answers]})  # a new connection each time
+        assert status == 200 and body["output"] == 6.0 + answers, body
+        seen.add(body["query_id"] >> 48)
+        assert seen <= {0, 1}, f"query_id {body['query_id']} names frontend {body['query_id'] >> 48} of 2"
+        answers += 1
+
+
 def test_concurrent_clients_each_get_their_own_answer(server):
     errors = []
 
