@@ -565,7 +565,10 @@ def exchange(server, reqs: list[Req], pieces: list[int]) -> None:
             pass  # the server closed early (after a 4xx on broken bytes): the reads below check it
         for i, req in enumerate(reqs):
             if not req.framed:
-                s.shutdown(socket.SHUT_WR)
+                try:
+                    s.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # the server has already reset the connection: the reads below see it
                 while (resp := wire.response(head_only=False)) is not None:
                     note(f"answer to the broken bytes: {resp.status} {resp.body[:300]!r}")
                     check_answer(req, resp)
