@@ -97,3 +97,32 @@ class AlwaysZero:
         out = np.zeros((len(batch), 10), dtype=np.float32)
         out[:, 0] = 1.0
         return out
+
+
+class ConstantClass:
+    """Always predicts class `label` of `classes` (one-hot scores): with two of these behind a
+    bandit app, feedback has a model that is always right and one that is always wrong."""
+
+    def __init__(self, label: int = 0, classes: int = 4) -> None:
+        self.label, self.classes = label, classes
+
+    def predict(self, batch) -> np.ndarray:
+        out = np.zeros((len(batch), self.classes), dtype=np.float32)
+        out[:, self.label] = 1.0
+        return out
+
+
+class OrderRecorder:
+    """Serves one batch at a time in the order the scheduler sends them: appends each row's
+    first value (a tag) to `marker_path` when the batch starts, then holds the batch for the
+    largest second value of its rows, in milliseconds. Answers row sums."""
+
+    def __init__(self, marker_path: str) -> None:
+        self.marker_path = marker_path
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        flat = batch.reshape(len(batch), -1)
+        with open(self.marker_path, "a") as f:
+            f.write("".join(f"{int(r[0])}\n" for r in flat))
+        time.sleep(float(flat[:, 1].max()) / 1000.0)
+        return flat.sum(axis=1)

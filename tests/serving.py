@@ -26,6 +26,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SERVING = re.compile(r"at http://([^ ]+):(\d+) \(instance ([0-9a-fx]+)\)")
 
 
+class ClientThread(threading.Thread):
+    """A test's client thread whose exception is kept, not lost: `finish` joins it within a
+    deadline and re-raises what it raised (a thread still running is a failure too)."""
+
+    def __init__(self, target, *args) -> None:
+        super().__init__(daemon=True)
+        self._call = (target, args)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        target, args = self._call
+        try:
+            target(*args)
+        except BaseException as e:  # noqa: B036 -- kept for the test to re-raise
+            self.error = e
+
+
+def finish(threads, timeout_s: float = 120) -> None:
+    """Join every thread within one overall deadline; fail on the first that raised or hangs."""
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    assert not stuck, f"client threads still running after {timeout_s} s: {stuck}"
+    for t in threads:
+        if t.error is not None:
+            raise AssertionError(f"client thread {t.name} failed: {t.error!r}") from t.error
+
+
+def start(threads):
+    for t in threads:
+        t.start()
+    return threads
+
+
 def toml_config(text: str) -> str:
     return textwrap.dedent(text)
 

@@ -1,13 +1,12 @@
 """`schooner serve` as a user runs it, driven over real sockets with a real HTTP client."""
 
 import socket
-import threading
 import time
 
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.serving import SchoonerServer
+from tests.serving import ClientThread, SchoonerServer, finish, start
 
 CONFIG = """
 [[models]]
@@ -157,6 +156,22 @@ def test_health_endpoints_and_two_frontends(server):
     assert len(server.children("frontend")) == 2
 
 
+def test_both_frontends_answer_queries(server):
+    """With `--frontends 2` both frontend processes answer: fresh connections spread over the
+    two SO_REUSEPORT sockets, and the top bits of a Clipper query_id (`query_id >> 48`) are the
+    index of the frontend that answered (the bits below 48 are not relied on)."""
+    seen: set[int] = set()
+    answers = 0
+    deadline = time.monotonic() + 60
+    while seen != {0, 1}:
+        assert time.monotonic() < deadline, f"after {answers} answers on fresh connections only frontends {seen} answered"
+        status, body = server.predict("picky", {"input": [1, 2, 3, answers]})  # a new connection each time
+        assert status == 200 and body["output"] == 6.0 + answers, body
+        seen.add(body["query_id"] >> 48)
+        assert seen <= {0, 1}, f"query_id {body['query_id']} names frontend {body['query_id'] >> 48} of 2"
+        answers += 1
+
+
 def test_concurrent_clients_each_get_their_own_answer(server):
     errors = []
 
@@ -167,11 +182,7 @@ def test_concurrent_clients_each_get_their_own_answer(server):
             if status != 200 or body["output"] != float(k + i):
                 errors.append((k, i, status, body))
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    finish(start([ClientThread(client, k) for k in range(8)]))
     assert errors == []
 
 

@@ -1,9 +1,8 @@
 """SIGTERM drains: readiness turns false at once, in-flight queries are answered, exit 0."""
 
-import threading
 import time
 
-from tests.serving import SchoonerServer
+from tests.serving import ClientThread, SchoonerServer, finish, start
 
 CONFIG = """
 [[models]]
@@ -27,8 +26,7 @@ def test_sigterm_drains_in_flight_queries(tmp_path):
     marker = tmp_path / "batches"
     srv = SchoonerServer(tmp_path, CONFIG.format(marker=marker))
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=srv.predict("slow", {"input": [1] * 16})))
-    t.start()
+    (t,) = start([ClientThread(lambda: result.update(r=srv.predict("slow", {"input": [1] * 16})))])
     deadline = time.monotonic() + 30
     while not (marker.exists() and marker.read_text()):
         assert time.monotonic() < deadline
@@ -43,7 +41,7 @@ def test_sigterm_drains_in_flight_queries(tmp_path):
     assert srv.request("GET", "/v2/health/live")[0] == 200
     status, body = srv.predict("slow", {"input": [1] * 16})
     assert status == 503 and "draining" in body["cause"]
-    t.join(60)
+    finish([t], 60)
     status, body = result["r"]
     assert status == 200 and body["default"] is False  # the in-flight query got its real answer
     assert srv.proc.wait(60) == 0

@@ -1,6 +1,7 @@
 """Open Inference Protocol end to end, with tritonclient (the protocol's reference client)."""
 
 import socket
+import time
 
 import numpy as np
 import orjson
@@ -179,8 +180,6 @@ def test_metrics_parse_and_count_the_traffic(server, client):
                     return s.value
         return 0.0
 
-    import time
-
     time.sleep(0.1)  # the scheduler's snapshot trails by at most 20 ms: let earlier tests' traffic land
     before = families()
     x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1000  # unseen inputs: no cache hits
@@ -207,8 +206,6 @@ def test_statistics_are_real_and_grow(server, client):
     before = stats()
     x = np.arange(12, dtype=np.float32).reshape(3, 4) + 5000  # unseen: computed, not cached
     client.infer("summer", [tensor(x, "FP32", True)], model_version="2")
-    import time
-
     deadline = time.monotonic() + 10
     while stats()["inference_count"] < before["inference_count"] + 3:
         assert time.monotonic() < deadline
@@ -219,3 +216,90 @@ def test_statistics_are_real_and_grow(server, client):
     assert inf["success"]["count"] >= before["inference_stats"].get("success", {}).get("count", 0) + 3
     assert inf["queue"]["count"] >= 3 and inf["compute_infer"]["ns"] > 0
     assert after["batch_stats"] and after["last_inference"] > 0
+
+
+ORDERED = """
+[[models]]
+name = "ordered"
+entry_point = "tests.models:OrderRecorder"
+input_type = "floats"
+input_shape = [4]
+max_batch_size = 1
+replicas = 1
+init_args = {{ marker_path = "{marker}" }}
+
+[[apps]]
+name = "ordered"
+input_type = "floats"
+input_shape = [4]
+latency_slo_micros = 60000000
+default_output = "-1"
+cache = false
+models = ["ordered"]
+"""
+
+
+def infer_bytes(tag: int, hold_ms: int, **parameters) -> bytes:
+    doc = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [tag, hold_ms, 0, 0]}]}
+    if parameters:
+        doc["parameters"] = parameters
+    body = orjson.dumps(doc)
+    return b"POST /v2/models/ordered/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def read_answers(sock: socket.socket, n: int) -> list[tuple[int, dict]]:
+    """`n` pipelined responses (Content-Length framed) as (status, JSON body)."""
+    f = sock.makefile("rb")
+    out = []
+    for _ in range(n):
+        status = int(f.readline().split()[1])
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, v = line.decode().split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        out.append((status, orjson.loads(f.read(int(headers["content-length"])))))
+    return out
+
+
+def test_priority_changes_the_order_and_timeout_the_deadline(tmp_path):
+    """One replica serving one query at a time (each batch holds the model for the ms its input
+    asks): while a long batch runs, 20 queries at the default priority are queued, then 5 at
+    priority 1 and one with a 100 ms `parameters.timeout`, all in one pipelined write. The model
+    sees the priority-1 queries before the default ones queued earlier; the timed-out one gets
+    the default output (counted in `parameters.schooner_defaults`) and never reaches the model,
+    while the same request without a timeout gets the model's answer."""
+    marker = tmp_path / "order"
+    with SchoonerServer(tmp_path, ORDERED.format(marker=marker)) as srv:
+        def served() -> list[int]:
+            return [int(x) for x in marker.read_text().split()] if marker.exists() else []
+
+        with socket.create_connection((srv.host, srv.port), timeout=120) as blocker, \
+                socket.create_connection((srv.host, srv.port), timeout=120) as s:
+            blocker.sendall(infer_bytes(0, 3000))  # holds the only replica for 3 s
+            deadline = time.monotonic() + 60
+            while served() != [0]:
+                assert time.monotonic() < deadline, served()
+                time.sleep(0.01)
+            default = list(range(100, 120))
+            urgent = list(range(200, 205))
+            s.sendall(b"".join([*(infer_bytes(t, 20) for t in default),
+                                *(infer_bytes(t, 20, priority=1) for t in urgent),
+                                infer_bytes(300, 20, timeout=100_000)]))
+            answers = read_answers(s, 26)
+            assert read_answers(blocker, 1)[0][1]["outputs"][0]["data"] == [3000.0]
+        for tag, (status, doc) in zip(default + urgent, answers, strict=False):
+            assert status == 200 and doc["outputs"][0]["data"] == [tag + 20.0], (tag, doc)
+            assert "schooner_defaults" not in (doc.get("parameters") or {}), (tag, doc)
+        status, doc = answers[-1]
+        assert status == 200 and doc["outputs"][0]["data"] == [-1.0], doc
+        assert doc["parameters"]["schooner_defaults"] == 1, doc
+        order = served()
+        assert sorted(order) == sorted([0, *default, *urgent]), order  # the timed-out one never ran
+        for t in urgent:
+            later_defaults = [d for d in default if order.index(d) > order.index(t)]
+            assert len(later_defaults) >= 15, (t, order)  # served before most default-priority ones
+        status, body, _ = srv.request("POST", "/v2/models/ordered/infer", infer_bytes(300, 20).split(b"\r\n\r\n", 1)[1])
+        assert status == 200 and body["outputs"][0]["data"] == [320.0], body
+        assert "schooner_defaults" not in (body.get("parameters") or {}), body
+        assert served().count(300) == 1
+        assert srv.stop() == 0

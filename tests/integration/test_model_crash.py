@@ -3,13 +3,12 @@ process tree killed at once."""
 
 import os
 import signal
-import threading
 import time
 
 import psutil
 
 from schooner.ipc.shm import list_segments
-from tests.serving import SchoonerServer
+from tests.serving import ClientThread, SchoonerServer, finish, start
 
 SLOW = """
 [[models]]
@@ -46,13 +45,10 @@ def test_sigkill_of_a_model_mid_batch_answers_every_query_and_respawns(tmp_path)
         def call(i):
             results[i] = srv.predict("slow", {"input": [float(i)] * 16})
 
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
-        for t in threads:
-            t.start()
+        threads = start([ClientThread(call, i) for i in range(12)])
         wait_for(lambda: marker.exists() and marker.read_text().strip())  # a batch is in predict
         os.kill(model.pid, signal.SIGKILL)
-        for t in threads:
-            t.join(120)
+        finish(threads, 120)
         assert all(r is not None for r in results), "a request was left unanswered"
         for status, body in results:
             assert status == 200, body
@@ -88,16 +84,13 @@ def test_sigkill_of_the_scheduler_answers_in_flight_requests_and_the_server_heal
         def call(i):
             results[i] = srv.predict("slow", {"input": [float(i)] * 16})
 
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
+        threads = start([ClientThread(call, i) for i in range(6)])
         wait_for(lambda: marker.exists() and marker.read_text().strip())
         srv.remember_children()
         (scheduler,) = srv.children("scheduler")
         (model,) = srv.children("model")
         os.kill(scheduler.pid, signal.SIGKILL)
-        for t in threads:
-            t.join(60)
+        finish(threads, 60)
         assert all(r is not None for r in results), "a request was left unanswered"
         assert {status for status, _ in results} == {503}
         assert all("scheduler process exited" in body["cause"] for _, body in results)

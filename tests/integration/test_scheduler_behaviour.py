@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.serving import SchoonerServer
+from tests.serving import ClientThread, SchoonerServer, finish, start
 
 LINEAR = """
 [[models]]
@@ -57,11 +57,10 @@ def test_aimd_settles_near_the_analytic_batch_size(tmp_path):
         def load(k):
             conn = srv.connect()
             while not stop.is_set():
-                srv.predict("linear", {"input_batch": [[k, i, 0, 0] for i in range(60)]}, conn)
+                status, body = srv.predict("linear", {"input_batch": [[k, i, 0, 0] for i in range(60)]}, conn)
+                assert status == 200, body
 
-        threads = [threading.Thread(target=load, args=(k,)) for k in range(3)]  # ~180 queued: saturating
-        for t in threads:
-            t.start()
+        threads = start([ClientThread(load, k) for k in range(3)])  # ~180 queued: saturating
         try:
             count = 'schooner_model_batch_size_count{model="linear",version="1"}'
             total = 'schooner_model_batch_size_sum{model="linear",version="1"}'
@@ -71,8 +70,7 @@ def test_aimd_settles_near_the_analytic_batch_size(tmp_path):
             m1 = scrape(srv)
         finally:
             stop.set()
-            for t in threads:
-                t.join(30)
+            finish(threads, 60)  # a client that failed fails the test
         mean = (m1[total] - m0[total]) / (m1[count] - m0[count])
         assert abs(mean - n_star) <= 0.15 * n_star, (mean, n_star)
         limit = m1['schooner_batch_limit{model="linear",replica="0",version="1"}']
