@@ -67,12 +67,14 @@ _FD_RESERVE = 64  # descriptors kept free for rings, boards, client shm and logs
 
 
 def http_response(
-    status: int, body: bytes, keep_alive: bool, content_type: bytes = b"application/json", headers: bytes = b""
+    status: int, body: bytes, keep_alive: bool, content_type: bytes = b"application/json", headers: bytes = b"",
+    head: bool = False,
 ) -> bytes:
-    """One whole HTTP/1.1 response; `headers` are extra header lines, each ending in CRLF."""
+    """One whole HTTP/1.1 response; `headers` are extra header lines, each ending in CRLF.
+    `head`: the answer to a HEAD request (its length, not its body)."""
     return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s" % (
         status, _REASONS.get(status, b"Unknown"), content_type, len(body), headers,
-        b"" if keep_alive else b"Connection: close\r\n", body,
+        b"" if keep_alive else b"Connection: close\r\n", b"" if head else body,
     )
 
 
@@ -547,8 +549,8 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = None
 
     def data_received(self, data: bytes) -> None:
-        if self.closing and not self.queue:
-            return  # refused or failed: nothing more is read
+        if self.closing:
+            return  # a response that closes the connection is queued: nothing more is read
         # httptools joins a header's pieces itself (quadratic in their number): bound what it
         # may hold by the reads that fell wholly inside one head
         if self.chunk_nbytes > self.fe.cfg.max_header_nbytes + self.fe.cfg.max_url_nbytes:
@@ -573,13 +575,15 @@ class HttpConnection(asyncio.Protocol):
             self._fail_connection(400, f"malformed HTTP request: {e}")
 
     def _fail_connection(self, status: int, cause: str, kind: str = "bad request") -> None:
-        if self.closing and not self.queue and self.transport is None:
-            return
-        slot = [False, b""]
-        self.queue.append(slot)
-        self.closing = True
+        """Answer `status` after the requests already queued, then close. Nothing follows a
+        response that says `Connection: close`: when one is queued already, just stop."""
         self.deadline = None
-        self.respond(slot, status, error_body(kind, cause), keep_alive=False)
+        if self.closing:
+            return
+        self.closing = True
+        slot = [False, b"", False, True]
+        self.queue.append(slot)
+        self.respond(slot, status, error_body(kind, cause))
 
     def expire(self) -> None:
         """The sweeper found `deadline` passed."""
@@ -649,21 +653,23 @@ class HttpConnection(asyncio.Protocol):
         self.parsing = False
         self.in_head = True
         self.deadline = None
-        slot = [False, b""]
+        method = self.parser.get_method()
+        keep_alive = self.parser.should_keep_alive()
+        # [answered, response bytes, HEAD, close after it]
+        slot = [False, b"", method == b"HEAD", not keep_alive]
         q = self.queue
         q.append(slot)
         if len(q) > PIPELINE_PAUSE and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-        keep_alive = self.parser.should_keep_alive()
         if not keep_alive:
             self.closing = True
-        method = self.parser.get_method()
         url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
         path = url.split(b"?", 1)[0].decode("latin-1")
         try:
             if self.too_large:
                 self.closing = True  # the rest of an oversized body is not worth reading
+                slot[3] = True
                 raise RequestError(413, "payload too large", f"request body exceeds the limit of {self.fe.cfg.max_body_nbytes} bytes")
             self._route(slot, method, path)
         except RequestError as e:
@@ -715,23 +721,35 @@ class HttpConnection(asyncio.Protocol):
         raise RequestError(404, "not found", f"no route for {path}; expected POST /<app>/predict, GET /metrics or GET /v2/health/live|ready")
 
     def respond(
-        self, slot: list, status: int, body: bytes, keep_alive: bool | None = None,
-        content_type: bytes = b"application/json", headers: bytes = b"",
+        self, slot: list, status: int, body: bytes, content_type: bytes = b"application/json", headers: bytes = b"",
     ) -> None:
-        """Fill this request's place in line and write every response that is now in order."""
+        """Fill this request's place in line and write every response that is now in order.
+        A response that closes the connection is the last one written."""
         slot[0] = True
-        slot[1] = http_response(status, body, not self.closing if keep_alive is None else keep_alive, content_type, headers)
+        slot[1] = http_response(status, body, not slot[3], content_type, headers, slot[2])
         self.fe.count_response(status)
         t = self.transport
         q = self.queue
         out = []
+        close = False
         while q and q[0][0]:
-            out.append(q.popleft()[1])
+            done = q.popleft()
+            out.append(done[1])
+            if done[3]:
+                close = True
+                q.clear()
+                break
         if t is None or not out:
             return
         t.write(out[0] if len(out) == 1 else b"".join(out))
-        if self.closing and not q:
+        if close:
             t.close()
+            return
+        if not q and not self.parsing:
+            self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
+        if self.paused and len(q) <= PIPELINE_PAUSE // 2:
+            self.paused = False
+            t.resume_reading()
         elif not q and not self.parsing:
             self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
         if self.paused and len(q) <= PIPELINE_PAUSE // 2:

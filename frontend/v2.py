@@ -243,6 +243,12 @@ def to_app_rows(inp: InferInput, input_type: str, input_shape: tuple[int, ...]) 
             raise bad(f"input '{inp.name}': datatype {inp.datatype}; expected BYTES")
         if not (len(shape) == 1 or len(shape) == 2 and shape[1] == 1):
             raise bad(f"input '{inp.name}': shape {shape}; expected [N] or [N, 1] for BYTES")
+        if input_type == "strings":
+            for k, v in enumerate(inp.values):
+                try:
+                    bytes(v).decode()
+                except UnicodeDecodeError:
+                    raise bad(f"input '{inp.name}': element {k} is not UTF-8 text; this app takes strings") from None
         return len(inp.values), inp.values
     expected = list(input_shape)
     if shape == expected:

@@ -19,7 +19,8 @@ Properties checked for every request:
   - 500 when a model raises (its body names the model's exception: here "negative first
     feature"),
   - 503 while draining (never during this run) or when an SLO default cannot stand in for a
-    V2 output (its body carries the SLO explanation);
+    V2 output (its body carries the SLO explanation),
+  - 501 for Triton's CUDA shared memory routes on a server without CUDA shared memory;
   every other bad input is the client's fault and gets a 4xx;
 * every 4xx answer (except to HEAD, which has no body) is a JSON object with an "error" key;
 * nothing follows a `Connection: close` response on that connection.
@@ -536,7 +537,8 @@ def check_answer(req: Req, resp: Response) -> None:
     if resp.status >= 500:
         text = resp.body.decode("utf-8", "replace")
         documented = (resp.status == 500 and MODEL_ERROR in text) or (
-            resp.status == 503 and (SLO_EXPLANATION in text or "draining" in text))
+            resp.status == 503 and (SLO_EXPLANATION in text or "draining" in text)) or (
+            resp.status == 501 and "CUDA shared memory is not supported" in text)
         assert documented, "undocumented 5xx: " + where
     if 400 <= resp.status < 500 and req.method != "HEAD":
         try:
