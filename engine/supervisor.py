@@ -10,9 +10,9 @@ a signal wake-up pipe. Every child that dies is replaced; nothing else stops:
 * a model replica: the scheduler is told (`ReplicaDown`) so it retries that replica's queries,
   a fresh ring pair is created for the new incarnation, and `ReplicaUp` follows its `Ready`
   (respawns back off while a replica fails before it is ready);
-* the scheduler: the frontends answer what they had in flight with 503 (`Abort`), a new
-  scheduler is spawned on fresh rings, and the frontends and model processes move to them
-  (`Rebind`; a model's `Rebound` is followed by `ReplicaUp`). Feedback sockets, doorbells and
+* the scheduler: a new one is spawned on fresh rings; the frontends answer what they had in
+  flight with 503 and move to the new rings in one step (`Rebind` with an abort reason), and
+  the model processes move too (`Rebind`; a model's `Rebound` is followed by `ReplicaUp`). Feedback sockets, doorbells and
   metric boards are the supervisor's and outlive it;
 * a frontend: a new one is spawned on the same listening socket (connections that arrived
   meanwhile wait in its backlog) with fresh rings, which the scheduler is told about
@@ -507,7 +507,8 @@ class Supervisor:
         hold belongs to queries that were answered 503 (`Abort`) or to batches nobody awaits."""
         reason = f"the scheduler process exited (code {dead.exit_code})"
         log.error("%s; respawning it", reason)
-        self._abort_frontends(reason)
+        # the frontends answer what they held 503 and move to the new rings in one step, so
+        # every query refused is one that was in flight at the death
         old = [name for pair in self.fe_rings for name in pair]
         for i in range(self.cfg.frontends):
             self._frontend_rings(i)
@@ -527,7 +528,7 @@ class Supervisor:
         for f in self.children:
             if f.role is protocol.Role.FRONTEND:
                 submit, response = self.fe_rings[f.index]
-                self._send(f, protocol.Rebind(response, submit))
+                self._send(f, protocol.Rebind(response, submit, reason))  # abort and move in one step
         for name in old:
             self._unlink(name)  # unmapped by their holders as they move
 

@@ -11,9 +11,10 @@ Per connection, responses leave in request order (HTTP/1.1 pipelining), each wit
 else. On `Drain` the process answers readiness 503 and new queries 503, finishes what is in
 flight, reports `Drained` and exits on `Stop` (or when the supervisor's socket closes).
 
-When the scheduler dies, `Abort` makes this process answer everything in flight with 503 (no
-one else ever will) and refuse queries until `Rebind` hands it the rings of the scheduler that
-replaces it. Query ids carry this process's index (bits 48+) and incarnation (bits 40-47), so a
+When the scheduler dies, `Rebind` with an abort reason makes this process answer everything
+in flight with 503 (no one else ever will) and move to the rings of the scheduler that
+replaces it, in one step. `Abort` alone (no successor: the server is stopping) answers what is
+in flight with 503 and refuses queries from then on. Query ids carry this process's index (bits 48+) and incarnation (bits 40-47), so a
 respawned frontend never mistakes a late answer meant for its predecessor for one of its own.
 """
 
@@ -98,7 +99,7 @@ class FrontendProc:
         self.sched_bell = sched_bell = Doorbell(args.scheduler_bell_fd)
         self.submit = RingWriter(Segment.attach(args.submit_ring), sched_bell)
         self.responses = RingReader(Segment.attach(args.response_ring), sched_bell)
-        self.scheduler_down = False  # between Abort and Rebind
+        self.scheduler_down = False  # after Abort: no scheduler will answer
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.ctrl.setblocking(False)
         self.max_query_nbytes = self.submit.ring.slot_nbytes - 4096
@@ -440,6 +441,8 @@ class FrontendProc:
                     self._report_drained()
                 continue
             if isinstance(msg, protocol.Rebind):
+                if msg.abort_reason:  # the old scheduler died: nobody answers what it held
+                    self._abort(msg.abort_reason)
                 self._rebind(msg)
                 continue
             if isinstance(msg, protocol.Drain) and not self.draining:

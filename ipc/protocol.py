@@ -80,6 +80,7 @@ class Rebind:
 
     ring_in: str  # what this process reads: response ring (frontend) / input ring (model)
     ring_out: str  # what it writes: submit ring (frontend) / output ring (model)
+    abort_reason: str = ""  # frontend: first answer everything in flight 503 with this (one step)
 
 
 @dataclass(frozen=True, slots=True)
