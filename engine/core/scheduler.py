@@ -315,6 +315,7 @@ class SchedulerCore:
             if value is not None:
                 m.m_hits.value += 1
                 m.stats.cache_hit_count += 1
+                m.stats.queue_count += 1  # as Triton counts: "queue" and "success" include cache hits
                 self._answer(query, 200, False, value)
                 m.stats.success_count += 1
                 return
@@ -378,6 +379,9 @@ class SchedulerCore:
                 if w.done:
                     continue
                 took = (now_ns - w.arrival_ns) if now_ns is not None else 0
+                if w is not q:  # joined the leader's computation: it waited in a queue too
+                    st.queue_count += 1
+                    st.queue_ns += took
                 if outputs is None:
                     self.m_app_errors[w.app].value += 1
                     self._answer(w, 500, False, (error or "model failed").encode())

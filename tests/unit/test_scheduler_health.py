@@ -67,3 +67,19 @@ def test_the_cache_holds_values_at_their_own_size():
         tracemalloc.stop()
     assert held < 2000 * 1024, f"{held / 2000:.0f} bytes per entry"
     assert cache.get(CacheKey(0, "1", (7).to_bytes(16, "little"))) == b"7.0"
+
+
+def test_cache_hits_count_in_queue_and_success_as_triton_counts_them():
+    # perf_analyzer finds the model version whose "queue" count grew during a measurement;
+    # with every answer from the cache it must still grow
+    core = SchedulerCore([AppRoute(model=0, default_json=b"-1")], [ModelSpec(4, 1, batch_size=4)])
+    core.replica_up(0, 0)
+    core.submit(Query(0, 1, 0, 10_000 * MS, payload=b"x", digest=b"d" * 16), 0)
+    (send,) = [a for a in core.poll(0) if isinstance(a, SendBatch)]
+    core.batch_done(0, 0, [b"1"], None, MS)
+    st = core.models[0].stats
+    queued, succeeded = st.queue_count, st.success_count
+    for i in range(3):
+        core.submit(Query(0, 2 + i, 0, 10_000 * MS, payload=b"x", digest=b"d" * 16), 2 * MS)
+    assert st.cache_hit_count == 3
+    assert st.queue_count == queued + 3 and st.success_count == succeeded + 3
