@@ -501,7 +501,7 @@ class HttpConnection(asyncio.Protocol):
     """One client connection: httptools callbacks, ordered responses, keep-alive.
 
     Limits: the request line and headers must arrive within `header_timeout_s` (a new
-    connection's first request included), a body within `body_timeout_s`, and an idle
+    connection's first request included), a body within `body_timeout_s` of its first byte, and an idle
     connection is closed after `keepalive_timeout_s`; `deadline` holds the time (on the
     frontend's coarse clock) and the frontend's sweeper enforces it. A request waiting for its
     answer has no deadline: the SLO bounds it. A URL over `max_url_nbytes` is answered 414, a
@@ -638,11 +638,10 @@ class HttpConnection(asyncio.Protocol):
             except ValueError:
                 self.header_len = -1  # refused by the V2 decoder with a clear message
 
-    def on_headers_complete(self) -> None:
-        self.in_head = False
-        self.deadline = self.fe.now + self.fe.cfg.body_timeout_s
-
     def on_body(self, body: bytes) -> None:
+        if self.in_head:  # the first piece of a body: the headers are in (no extra callback per request)
+            self.in_head = False
+            self.deadline = self.fe.now + self.fe.cfg.body_timeout_s
         if self.too_large:
             return
         self.body_nbytes += len(body)
