@@ -61,6 +61,19 @@ def start(threads):
     return threads
 
 
+def until(cond, what: str, timeout_s: float = 60):
+    """Poll `cond` until it returns something truthy (returned), failing after `timeout_s`:
+    a test waits for a condition, never for a fixed time, and never forever."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
 def toml_config(text: str) -> str:
     return textwrap.dedent(text)
 

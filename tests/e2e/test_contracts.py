@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.serving import SchoonerServer
+from tests.serving import SchoonerServer, until
 
 CONFIG = """
 [server]
@@ -111,12 +110,6 @@ def client(server):
     c.close()
 
 
-def _until(cond, what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _input(x: np.ndarray) -> triton.InferInput:
@@ -131,7 +124,7 @@ def test_string_answers_are_json_strings_and_v2_bytes(server, client):
     assert [p["output"] for p in body["batch_predictions"]] == ["cat", "dog", "bird"]
     res = client.infer("animals", [_input(np.array([[3, 0], [1, 1]], dtype=np.float32))])
     assert [v.decode() if isinstance(v, bytes) else v for v in res.as_numpy("output").tolist()] == ["fish", "dog"]
-    _until(lambda: client.get_model_metadata("animals")["outputs"][0]["datatype"] == "BYTES", "learned BYTES output")
+    until(lambda: client.get_model_metadata("animals")["outputs"][0]["datatype"] == "BYTES", "learned BYTES output")
 
 
 def test_object_answers_are_embedded_as_json(server):
@@ -168,7 +161,7 @@ def test_output_metadata_is_declared_or_learned(server, client):
     assert meta["outputs"][0] == {"name": "output", "datatype": "FP32", "shape": [-1, 4]}
     assert server.predict("sum", {"input": [1, 2]})[0] == 200
     # the scheduler publishes what it learned at the end of the turn that answered
-    _until(lambda: client.get_model_metadata("sum")["outputs"][0]["datatype"] == "INT64", "learned INT64 output")
+    until(lambda: client.get_model_metadata("sum")["outputs"][0]["datatype"] == "INT64", "learned INT64 output")
     meta = client.get_model_metadata("sum")
     assert meta["outputs"][0] == {"name": "output", "datatype": "INT64", "shape": [-1]}
     cfg = client.get_model_config("sum")

@@ -8,12 +8,11 @@ and every wait an overall deadline: a regression fails the test instead of hangi
 from __future__ import annotations
 
 import socket
-import time
 
 import orjson
 import pytest
 
-from tests.serving import SchoonerServer
+from tests.serving import SchoonerServer, until
 
 CONFIG = """
 [server]
@@ -124,14 +123,6 @@ class _Responses:
         return status, rest[:length]
 
 
-def _until(cond, what: str, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _assert_serving(srv) -> None:
@@ -205,12 +196,12 @@ def test_connections_over_the_cap_get_503_and_service_resumes_when_some_close(se
             got = _Responses(s).next()
             return got if got is not None and got[0] == 503 else None
 
-        status, body = _until(refused, "a connection over the cap to be refused")
+        status, body = until(refused, "a connection over the cap to be refused")
         assert b"connections" in body and orjson.loads(body)["error"] == "unavailable"
     finally:
         for s in idle:
             s.close()
-    _until(lambda: server.predict("sums", {"input": ROW})[0] == 200, "service after the idle clients left")
+    until(lambda: server.predict("sums", {"input": ROW})[0] == 200, "service after the idle clients left")
     status, text, _ = server.request("GET", "/metrics")
     assert b"schooner_http_connections_refused_total" in text
 

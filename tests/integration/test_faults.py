@@ -20,7 +20,7 @@ import time
 import orjson
 import pytest
 
-from tests.serving import ROOT, SchoonerServer
+from tests.serving import ROOT, SchoonerServer, until
 
 CONFIG = """
 [server]
@@ -105,11 +105,6 @@ class Stream:
             return sum(1 for at, o in self.outcomes if at > t and o == "ok")
 
 
-def _until(cond, what: str, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _restarts(srv, role: str) -> int:
@@ -124,16 +119,16 @@ def _restarts(srv, role: str) -> int:
 def test_sigkill_under_a_steady_stream(tmp_path, role):
     with SchoonerServer(tmp_path, CONFIG.format(max_restarts=5)) as srv:
         with Stream(srv) as stream:
-            _until(lambda: stream.count() >= 50, "the stream to run")
+            until(lambda: stream.count() >= 50, "the stream to run")
             before = stream.count()
             victim = srv.children(role)[0]
             srv.remember_children()
             killed_at = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
             # service comes back: new successes after the kill, and the role was respawned
-            _until(lambda: stream.ok_after(killed_at) >= 50, "service after the kill")
-            _until(lambda: _restarts(srv, role) == 1, "the restart to be counted")
-            _until(lambda: len(srv.children(role)) == (2 if role != "scheduler" else 1), f"a new {role}")
+            until(lambda: stream.ok_after(killed_at) >= 50, "service after the kill")
+            until(lambda: _restarts(srv, role) == 1, "the restart to be counted")
+            until(lambda: len(srv.children(role)) == (2 if role != "scheduler" else 1), f"a new {role}")
             assert victim.pid not in [c.pid for c in srv.children(role)]
             assert stream.count() > before
         failures = stream.failures()
@@ -160,7 +155,7 @@ def test_a_frontend_that_keeps_dying_stops_the_server_with_a_clear_log_line(tmp_
                 pids = [c.pid for c in srv.children("frontend")]
                 return victim.pid not in pids and len(pids) == 2
 
-            _until(replaced_or_stopped, "the frontend to be replaced or the server to stop")
+            until(replaced_or_stopped, "the frontend to be replaced or the server to stop")
         assert srv.proc.wait(60) == 1
         log = srv.log()
         assert "the 3rd death of a frontend within 60 s; stopping the server" in log

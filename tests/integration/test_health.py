@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import numpy as np
 import psutil
 
-from tests.serving import SchoonerServer
+from tests.serving import SchoonerServer, until
 
 CONFIG = """
 [server]
@@ -39,14 +38,6 @@ models = ["summer"]
 """
 
 
-def _until(cond, what: str, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _metric(srv, name: str) -> float:
@@ -66,7 +57,7 @@ def test_a_hung_model_is_reported_not_ready_and_recovers(tmp_path):
         try:
             status, body = srv.predict("sums", {"input": [1.0] * 16})
             assert status == 200 and body["default"] is True  # the SLO answered, the model did not
-            _until(lambda: srv.request("GET", "/v2/models/summer/ready")[0] == 503, "the model to turn not ready")
+            until(lambda: srv.request("GET", "/v2/models/summer/ready")[0] == 503, "the model to turn not ready")
             assert srv.request("GET", "/v2/models/sums/ready")[0] == 503
             status, body, _ = srv.request("GET", "/v2/health/ready")
             assert status == 503 and "sums" in body["cause"]
@@ -74,7 +65,7 @@ def test_a_hung_model_is_reported_not_ready_and_recovers(tmp_path):
             assert srv.request("GET", "/v2/health/live")[0] == 200
         finally:
             os.kill(model.pid, signal.SIGCONT)
-        _until(lambda: srv.request("GET", "/v2/health/ready")[0] == 200, "readiness after SIGCONT")
+        until(lambda: srv.request("GET", "/v2/health/ready")[0] == 200, "readiness after SIGCONT")
         assert srv.request("GET", "/v2/models/summer/ready")[0] == 200
         status, body = srv.predict("sums", {"input": [2.0] * 16})
         assert status == 200 and body["output"] == 32.0
@@ -99,7 +90,7 @@ def test_the_scheduler_stays_within_twice_the_cache_budget(tmp_path):
         base = psutil.Process(sched.pid).memory_info().rss
         for _ in range(80):  # ~80k distinct outputs: the 8 MiB cache fills and evicts
             send(1000)
-        _until(lambda: _metric(srv, "schooner_cache_evictions_total") > 0, "evictions")
+        until(lambda: _metric(srv, "schooner_cache_evictions_total") > 0, "evictions")
         grown = psutil.Process(sched.pid).memory_info().rss - base
         held = _metric(srv, "schooner_cache_bytes")
         assert held <= cache
