@@ -56,6 +56,7 @@ class ModelConfig:
     aimd_target_fraction: float = 0.9
     output_type: str = ""  # V2 datatype of the answer (FP32, INT64, BYTES, ...); "" = learned
     output_shape: tuple[int, ...] = ()  # per query, without the batch dimension; -1 = any
+    current: bool = True  # the version apps and `/v2/models/{name}` use (one per name)
 
     @property
     def input_width(self) -> int:
@@ -130,11 +131,12 @@ class ServerConfig:
         d["python_path"] = tuple(d["python_path"])
         return cls(**d)
 
-    def model_index(self, name: str) -> int:
+    def model_index(self, name: str, version: str | None = None) -> int:
+        """Index of the current version of model `name` (or of `version` when given)."""
         for i, m in enumerate(self.models):
-            if m.name == name:
+            if m.name == name and (m.current if version is None else m.version == version):
                 return i
-        raise KeyError(name)
+        raise KeyError(name if version is None else f"{name}:{version}")
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -239,6 +241,7 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
             aimd_target_fraction=float(t.get("aimd_target_fraction", (int, float), "a number in (0, 1]", 0.9)),
             output_type=t.get("output_type", str, f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", ""),
             output_shape=tuple(t.get("output_shape", list, "a list of dimensions (-1: any), without the batch", [])),
+            current=t.get("current", bool, "true or false (the version apps use)", False),
         )
         if m.output_type and m.output_type not in V2_OUTPUT_TYPES:
             raise t.fail("output_type", f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", m.output_type)
@@ -257,11 +260,25 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         if not re.fullmatch(r"cpu|cuda(:\d+)?", m.device):
             raise t.fail("device", "\"cpu\" or \"cuda:N\"", m.device)
         t.check_unknown()
-        if any(o.name == m.name for o in models):
-            raise t.fail("name", "a name not used by another model", m.name)
+        if any(o.name == m.name and o.version == m.version for o in models):
+            raise t.fail("version", f"a version of model {m.name} not declared before", m.version)
+        if m.current and any(o.name == m.name and o.current for o in models):
+            raise t.fail("current", f"one current version of model {m.name}", True)
         models.append(m)
+    # a name with no version marked current: its last declared version is
+    for name in {m.name for m in models}:
+        versions = [i for i, m in enumerate(models) if m.name == name]
+        if not any(models[i].current for i in versions):
+            models[versions[-1]] = dataclasses.replace(models[versions[-1]], current=True)
+    first_of = {}
+    for m in models:
+        o = first_of.setdefault(m.name, m)
+        if (o.input_type, o.input_shape) != (m.input_type, m.input_shape):
+            raise ConfigError(f"{source}: model {m.name}: every version takes the same input "
+                              f"({o.input_type}{list(o.input_shape)} in version {o.version}, "
+                              f"{m.input_type}{list(m.input_shape)} in version {m.version})")
 
-    by_name = {m.name: m for m in models}
+    by_name = {m.name: m for m in models if m.current}
     apps = []
     for i, raw in enumerate(app_tables):
         if not isinstance(raw, dict):
@@ -355,9 +372,11 @@ def load_config(path: str, **overrides) -> ServerConfig:
 @dataclass(frozen=True, slots=True)
 class Route:
     """Where a query can be addressed: an app (Clipper, or a V2 model named like the app), or
-    a model directly (V2 `/v2/models/{model}[/versions/{v}]`: cache and batching apply,
-    selection does not). The frontend and the scheduler both build this table from the same
-    config, so a route index means the same thing in both processes."""
+    a model version directly (V2 `/v2/models/{model}[/versions/{v}]`: cache and batching
+    apply, selection does not). The frontend and the scheduler both build this table from the
+    same config, so a route index means the same thing in both processes. Route ids are
+    interleaved -- app i is `2 * i`, model entry mi is `2 * mi + 1` -- so adding apps or model
+    versions while serving never changes the meaning of an id a query in flight carries."""
 
     name: str
     model: int | None  # linked model (the first, for an ensemble), None for an app without one
@@ -377,17 +396,26 @@ class Route:
 DIRECT_MODEL_SLO_MICROS = 1_000_000
 
 
-def routes(config: ServerConfig) -> list[Route]:
-    """Apps in config order, then one direct route per model."""
-    out = [
-        Route(a.name, config.model_index(a.models[0]) if a.models else None, a.input_type, a.input_shape,
-              a.latency_slo_micros, a.default_output, a.cache and config.cache_nbytes > 0, True,
-              tuple(config.model_index(n) for n in a.models), a.policy, a.policy_params,
-              a.confidence_threshold, a.max_contexts)
-        for a in config.apps
-    ]
+def app_route(i: int) -> int:
+    return 2 * i
+
+
+def model_route(mi: int) -> int:
+    return 2 * mi + 1
+
+
+def routes(config: ServerConfig) -> list[Route | None]:
+    """The route table, indexed by route id (`app_route`, `model_route`); None where none."""
+    out: list[Route | None] = [None] * (2 * max(len(config.apps), len(config.models)))
+    for i, a in enumerate(config.apps):
+        out[app_route(i)] = Route(
+            a.name, config.model_index(a.models[0]) if a.models else None, a.input_type, a.input_shape,
+            a.latency_slo_micros, a.default_output, a.cache and config.cache_nbytes > 0, True,
+            tuple(config.model_index(n) for n in a.models), a.policy, a.policy_params,
+            a.confidence_threshold, a.max_contexts)
     for mi, m in enumerate(config.models):
         slos = [a.latency_slo_micros for a in config.apps if m.name in a.models]
-        out.append(Route(m.name, mi, m.input_type, m.input_shape, min(slos) if slos else DIRECT_MODEL_SLO_MICROS,
-                         "null", config.cache_nbytes > 0, False, (mi,)))
+        out[model_route(mi)] = Route(m.name, mi, m.input_type, m.input_shape,
+                                     min(slos) if slos else DIRECT_MODEL_SLO_MICROS,
+                                     "null", config.cache_nbytes > 0, False, (mi,))
     return out

@@ -59,9 +59,10 @@ def default_json(text: str) -> bytes:
         return orjson.dumps(text)
 
 
-def build_core(config: ServerConfig, rng: random.Random | None = None) -> SchedulerCore:
+def core_tables(config: ServerConfig) -> tuple[list[AppRoute | None], list[ModelSpec]]:
+    """The core's route table (by route id) and model list for `config`."""
     apps = [
-        AppRoute(
+        None if r is None else AppRoute(
             model=r.model,
             default_json=default_json(r.default_output),
             slo_ns=r.latency_slo_micros * 1000,
@@ -86,6 +87,11 @@ def build_core(config: ServerConfig, rng: random.Random | None = None) -> Schedu
         )
         for m in config.models
     ]
+    return apps, models
+
+
+def build_core(config: ServerConfig, rng: random.Random | None = None) -> SchedulerCore:
+    apps, models = core_tables(config)
     return SchedulerCore(apps, models, cache_nbytes=config.cache_nbytes, rng=rng or random.Random(),
                          stall_ns=int(config.model_stall_timeout_s * 1e9))
 
@@ -180,23 +186,15 @@ class SchedulerProc:
             RingWriter(Segment.attach(name), fbells[i]) for i, name in enumerate(args.response_rings)
         ]
         self.outboxes = [_Outbox() for _ in args.response_rings]
-        self.model_bells = [[Doorbell(fd) for fd in fds] for fds in args.model_bell_fds]
         # [model][replica] -> (input writer, output reader) or None while the replica is down
-        self.replicas: list[list[tuple[RingWriter, RingReader] | None]] = [
-            [None] * m.replicas for m in cfg.models
-        ]
-        self.input_codecs = [FrameCodec(frames.model_input_schema(m.input_type, m.input_shape)) for m in cfg.models]
+        self.replicas: list[list[tuple[RingWriter, RingReader] | None]] = []
+        self.input_codecs: list[FrameCodec] = []
         self.scores = frames.ScoresCodec()
         # V2 output metadata: declared in the config, else learned from the first answer
-        self.output_meta: list[dict | None] = [
-            {"datatype": m.output_type, "shape": [-1, *m.output_shape]} if m.output_type else None for m in cfg.models
-        ]
-        self.dtypes = [frames.NUMPY_DTYPES[m.input_type] for m in cfg.models]
-        # per app: its input digest function, or None when the app does not cache
-        self.digest_of = [
-            digester(str(frames.NUMPY_DTYPES[r.input_type] or r.input_type), r.input_shape) if r.cache else None
-            for r in routes(cfg)
-        ]
+        self.output_meta: list[dict | None] = []
+        self.dtypes: list = []
+        self.digest_of: list = []
+        self._tables(cfg)
         self.feedback = [socket.socket(fileno=fd) for fd in args.feedback_fds]
         for f in self.feedback:
             f.setblocking(False)
@@ -210,6 +208,22 @@ class SchedulerProc:
         self.stats_board = Board(Segment.attach(args.stats_board).buf)
         self.published_ns = 0
         self.running = True
+
+    def _tables(self, cfg: ServerConfig) -> None:
+        """Per-model and per-route tables for `cfg` (models are only ever added)."""
+        self.cfg = cfg
+        for mi in range(len(self.replicas), len(cfg.models)):
+            m = cfg.models[mi]
+            self.replicas.append([])
+            self.input_codecs.append(FrameCodec(frames.model_input_schema(m.input_type, m.input_shape)))
+            self.output_meta.append({"datatype": m.output_type, "shape": [-1, *m.output_shape]} if m.output_type else None)
+            self.dtypes.append(frames.NUMPY_DTYPES[m.input_type])
+        # per route: its input digest function, or None when it does not cache
+        self.digest_of = [
+            digester(str(frames.NUMPY_DTYPES[r.input_type] or r.input_type), r.input_shape) if r is not None and r.cache
+            else None
+            for r in routes(cfg)
+        ]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -300,16 +314,21 @@ class SchedulerProc:
     def _control(self) -> None:
         while True:
             try:
-                msg = protocol.recv(self.ctrl)
+                msg, fds = protocol.recv_with_fds(self.ctrl)
             except BlockingIOError:
                 return
+            if isinstance(msg, protocol.ReplicaUp) and fds:
+                self._replica_up(msg, Doorbell(fds[0]))
+                for fd in fds[1:]:
+                    os.close(fd)
+                continue
+            for fd in fds:
+                os.close(fd)
             if msg is None or isinstance(msg, protocol.Stop):
                 self.running = False
                 return
             if isinstance(msg, protocol.ReplicaDown):
                 self._replica_down(msg)
-            elif isinstance(msg, protocol.ReplicaUp):
-                self._replica_up(msg)
             elif isinstance(msg, protocol.FrontendRings):
                 self._frontend_rings(msg)
 
@@ -325,22 +344,32 @@ class SchedulerProc:
             ring.close()
         log.info("frontend[%d] was respawned; serving it on new rings", fi)
 
+    def _close_replica(self, mi: int, ri: int) -> None:
+        """Drop a replica's rings and doorbell (its process is gone or going)."""
+        reps = self.replicas[mi]
+        rings = reps[ri] if ri < len(reps) else None
+        if rings is None:
+            return
+        self._drain_replica(mi, ri, rings[1])  # whole results still count
+        reps[ri] = None
+        rings[0].close()
+        rings[1].close()
+        rings[0].consumer_bell.close()  # our copy of its eventfd
+
     def _replica_down(self, msg: protocol.ReplicaDown) -> None:
-        rings = self.replicas[msg.model][msg.replica]
-        if rings is not None:
-            self._drain_replica(msg.model, msg.replica, rings[1])  # whole results still count
-            self.replicas[msg.model][msg.replica] = None
-            for ring in rings:
-                ring.close()
+        self._close_replica(msg.model, msg.replica)
         self.core.replica_down(msg.model, msg.replica, time.monotonic_ns())
         log.warning(
             "model %s replica %d exited (code %d); its queries are retried",
             self.cfg.models[msg.model].label, msg.replica, msg.exit_code,
         )
 
-    def _replica_up(self, msg: protocol.ReplicaUp) -> None:
-        bell = self.model_bells[msg.model][msg.replica]
-        self.replicas[msg.model][msg.replica] = (
+    def _replica_up(self, msg: protocol.ReplicaUp, bell: Doorbell) -> None:
+        reps = self.replicas[msg.model]
+        while len(reps) <= msg.replica:
+            reps.append(None)
+        self._close_replica(msg.model, msg.replica)  # a stale pair (a rebind) goes first
+        reps[msg.replica] = (
             RingWriter(Segment.attach(msg.input_ring), bell),
             RingReader(Segment.attach(msg.output_ring), bell),
         )

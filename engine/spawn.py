@@ -43,7 +43,6 @@ class SchedulerArgs:
     frontend_bell_fds: tuple[int, ...]
     submit_rings: tuple[str, ...]
     response_rings: tuple[str, ...]
-    model_bell_fds: tuple[tuple[int, ...], ...]  # [model][replica]
     metrics_board: str
     stats_board: str
     feedback_fds: tuple[int, ...]  # one per frontend

@@ -282,14 +282,13 @@ class Supervisor:
     def _spawn_scheduler(self) -> Child:
         cfg = self.cfg
         fe_fds = tuple(b.fd for b in self.fe_bells)
-        model_fds = tuple(tuple(b.fd for b in row) for row in self.model_bells)
         fb_fds = tuple(p[1].fileno() for p in self.feedback)
         self.scheduler = self._spawn(
             protocol.Role.SCHEDULER, "scheduler",
             lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, fe_fds,
                                      tuple(r[0] for r in self.fe_rings), tuple(r[1] for r in self.fe_rings),
-                                     model_fds, self.sched_board, self.stats_board, fb_fds),
-            [self.sched_bell.fd, *fe_fds, *(fd for row in model_fds for fd in row), *fb_fds],
+                                     self.sched_board, self.stats_board, fb_fds),
+            [self.sched_bell.fd, *fe_fds, *fb_fds],
         )
         return self.scheduler
 
@@ -385,8 +384,9 @@ class Supervisor:
             return None
 
     def _announce(self, c: Child) -> None:
-        """Tell the scheduler a model replica serves on `c.rings`."""
-        self._send(self.scheduler, protocol.ReplicaUp(c.model, c.replica, c.incarnation, *c.rings))
+        """Tell the scheduler a model replica serves on `c.rings` (its doorbell goes along)."""
+        bell = self.model_bells[c.model][c.replica]
+        self._send(self.scheduler, protocol.ReplicaUp(c.model, c.replica, c.incarnation, *c.rings), (bell.fd,))
 
     def _on_ready(self, c: Child) -> None:
         c.ready = True
@@ -590,11 +590,11 @@ class Supervisor:
         self._stop_children()
         self._move(SupervisorState.STOPPED)
 
-    def _send(self, c: Child | None, msg) -> None:
+    def _send(self, c: Child | None, msg, fds: tuple[int, ...] = ()) -> None:
         if c is None:
             return
         try:
-            protocol.send(c.ctrl, msg)
+            protocol.send(c.ctrl, msg, fds)
         except OSError:
             pass
 

@@ -113,12 +113,16 @@ def _json_type(v) -> str:
 
 def decode_predict(body: bytes, app: AppConfig, model: ModelConfig | None) -> tuple[list, bool]:
     """(items, is_batch) of a predict body; raises RequestError naming the expected schema."""
-    items, is_batch, _ = decode_predict_uid(body, app, model)
+    items, is_batch, _, _ = decode_predict_uid(body, app, model)
     return items, is_batch
 
 
-def decode_predict_uid(body: bytes, app: AppConfig, model: ModelConfig | None) -> tuple[list, bool, int]:
-    """(items, is_batch, uid or -1) of a predict body; see `decode_predict`."""
+def decode_predict_uid(
+    body: bytes, app: AppConfig, model: ModelConfig | None, versions=None,
+) -> tuple[list, bool, int, str | None]:
+    """(items, is_batch, uid or -1, pinned version or None) of a predict body; see
+    `decode_predict`. `versions`: every version of the linked model a query may pin (default:
+    the model's current one)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -127,7 +131,9 @@ def decode_predict_uid(body: bytes, app: AppConfig, model: ModelConfig | None) -
         raise bad_request(f"body must be a JSON object with \"input\" or \"input_batch\", got {_json_type(doc)}")
     version = doc.get("version")
     if version is not None:
-        if model is None or str(version) != model.version:
+        version = str(version)
+        known = (versions if versions is not None else (model.version,)) if model is not None else ()
+        if version not in known:
             name = model.name if model is not None else "(no linked model)"
             raise bad_request(f"Requested version: {version} does not exist for model: {name}")
     extra = set(doc) - {"input", "input_batch", "version", "uid"}
@@ -139,12 +145,12 @@ def decode_predict_uid(body: bytes, app: AppConfig, model: ModelConfig | None) -
     if "input" in doc:
         if "input_batch" in doc:
             raise bad_request("give either \"input\" or \"input_batch\", not both")
-        return [doc["input"]], False, uid
+        return [doc["input"]], False, uid, version
     if "input_batch" in doc:
         batch = doc["input_batch"]
         if not isinstance(batch, list) or not batch:
             raise bad_request(f"\"input_batch\" must be a non-empty JSON array of inputs, got {_json_type(batch)}")
-        return batch, True, uid
+        return batch, True, uid, version
     raise bad_request("missing \"input\" (one query) or \"input_batch\" (a list of queries)")
 
 

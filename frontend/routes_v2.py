@@ -20,7 +20,7 @@ import time
 import numpy as np
 import orjson
 
-from schooner.engine.config import routes
+from schooner.engine.config import app_route, model_route, routes
 from schooner.frontend.client_shm import ClientShmRegistry, ShmError
 from schooner.frontend.codec import RequestError
 from schooner.frontend.pending import PendingRequest
@@ -61,14 +61,19 @@ class V2Routes:
         self.fe = fe
         cfg = fe.cfg
         self.cfg = cfg
-        self.routes = routes(cfg)
-        n_apps = len(cfg.apps)
-        self.direct = {m.name: n_apps + mi for mi, m in enumerate(cfg.models)}
-        self.by_name = dict(self.direct)
-        self.by_name.update({a.name: i for i, a in enumerate(cfg.apps)})
+        self.tables(cfg)
         self.shm = ClientShmRegistry(fe.client_shm_board) if cfg.allow_client_shm else None
         extensions = EXTENSIONS + (["system_shared_memory"] if self.shm is not None else [])
         self.server_meta = orjson.dumps({"name": SERVER_NAME, "version": _version(), "extensions": extensions})
+
+    def tables(self, cfg) -> None:
+        """Route tables for `cfg`: `direct` maps a model name to its current version's route,
+        `by_name` adds the apps (an app wins over a model of the same name)."""
+        self.cfg = cfg
+        self.routes = routes(cfg)
+        self.direct = {m.name: model_route(mi) for mi, m in enumerate(cfg.models) if m.current}
+        self.by_name = dict(self.direct)
+        self.by_name.update({a.name: app_route(i) for i, a in enumerate(cfg.apps)})
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -100,7 +105,8 @@ class V2Routes:
             return
         if parts == ["v2", "models", "stats"]:  # every model, as Triton serves it
             _expect(method, b"GET", "statistics")
-            stats = [s for ri in sorted(set(self.direct.values())) for s in self._stats(ri, self.routes[ri].name)["model_stats"]]
+            stats = [s for mi in range(len(self.cfg.models))
+                     for s in self._stats(model_route(mi), self.cfg.models[mi].name)["model_stats"]]
             conn.respond(slot, 200, orjson.dumps({"model_stats": stats}))
             return
         if len(parts) < 3 or parts[1] != "models":
@@ -165,14 +171,20 @@ class V2Routes:
         if version is not None:
             # a model's version, or an app's: the version of its (first) linked model, as
             # perf_analyzer and tritonclient address "the model" with the version it reported
-            ri = self.direct.get(name, self.by_name.get(name))
-            if ri is None:
-                raise V2Error(404, f"unknown model '{name}'; known: {sorted(self.by_name)}")
-            m = self._model_of(ri)
-            if m is None or version != m.version:
-                available = m.version if m is not None else "none"
-                raise V2Error(404, f"unknown version '{version}' of model '{name}'; available: {available}")
-            return ri
+            if name not in self.direct and name in self.by_name:
+                ri = self.by_name[name]
+                m = self._model_of(ri)
+                if m is not None and version == m.version:
+                    return ri
+                model_name = m.name if m is not None else None
+            else:
+                model_name = name
+            versions = {m.version: model_route(mi) for mi, m in enumerate(self.cfg.models) if m.name == model_name}
+            if version not in versions:
+                if model_name is None and name not in self.by_name:
+                    raise V2Error(404, f"unknown model '{name}'; known: {sorted(self.by_name)}")
+                raise V2Error(404, f"unknown version '{version}' of model '{name}'; available: {', '.join(sorted(versions)) or 'none'}")
+            return versions[version]
         ri = self.by_name.get(name)
         if ri is None:
             raise V2Error(404, f"unknown model '{name}'; known: {sorted(self.by_name)}")
@@ -225,7 +237,7 @@ class V2Routes:
         shape = [-1, *r.input_shape] if r.input_shape else [-1]
         return {
             "name": name,
-            "versions": [m.version] if m is not None else [],
+            "versions": [v.version for v in self.cfg.models if v.name == m.name] if m is not None else [],
             "platform": SERVER_NAME,
             "inputs": [{"name": INPUT_NAME, "datatype": APP_DATATYPE[r.input_type], "shape": shape}],
             "outputs": [{"name": OUTPUT_NAME, **(self.output_meta(ri) or UNKNOWN_OUTPUT)}],

@@ -34,6 +34,7 @@ import numpy as np
 import orjson
 import uvloop
 
+from schooner.engine.config import app_route, model_route
 from schooner.engine.core.metrics import MetricSet, merge_texts
 from schooner.engine.spawn import FrontendArgs, setup_logging
 from schooner.frontend.codec import (
@@ -91,10 +92,8 @@ class FrontendProc:
         self.cfg = cfg
         self.loop = loop
         self.index = args.index
-        self.apps = {a.name: (i, a, InputCodec(a)) for i, a in enumerate(cfg.apps)}
-        self.app_models = [
-            cfg.models[cfg.model_index(a.models[0])] if a.models else None for a in cfg.apps
-        ]
+        self.apps: dict[str, tuple] = {}
+        self._tables(cfg)
         self.bell = Doorbell(args.bell_fd)
         self.sched_bell = sched_bell = Doorbell(args.scheduler_bell_fd)
         self.submit = RingWriter(Segment.attach(args.submit_ring), sched_bell)
@@ -150,6 +149,19 @@ class FrontendProc:
         self.metrics_changed = False
         self._fe_label = fe
         self.v2 = V2Routes(self)
+
+    def _tables(self, cfg) -> None:
+        """What this process knows of the apps: name -> (route id, config, codec, linked
+        model's current version, {version: route id} of the linked model)."""
+        self.cfg = cfg
+        apps = {}
+        for i, a in enumerate(cfg.apps):
+            model = cfg.models[cfg.model_index(a.models[0])] if a.models else None
+            versions = {m.version: model_route(mi) for mi, m in enumerate(cfg.models) if model and m.name == model.name}
+            old = self.apps.get(a.name)
+            codec = old[2] if old is not None and old[1] == a else InputCodec(a)
+            apps[a.name] = (app_route(i), a, codec, model, versions)
+        self.apps = apps
 
     def count_response(self, status: int) -> None:
         c = self.m_status.get(status)
@@ -211,8 +223,10 @@ class FrontendProc:
 
     def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
         """Clipper's POST /<app>/predict."""
-        app_idx, app, codec = self._accepting(app_name)
-        items, is_batch, uid = decode_predict_uid(body, app, self.app_models[app_idx])
+        app_idx, app, codec, model, versions = self._accepting(app_name)
+        items, is_batch, uid, version = decode_predict_uid(body, app, model, versions)
+        if version is not None and version != model.version:
+            app_idx = versions[version]  # pinned to another version: that version's own route
         encoded = [codec.encode(item) for item in items]  # raises before anything is queued
         lens = [len(e) for e in encoded]
         self.check_request_nbytes(lens)
@@ -224,7 +238,7 @@ class FrontendProc:
         """Clipper's POST /<app>/update: predict the input (all the app's policy needs to
         join), then hand the label to the scheduler on the feedback channel; answer
         {"ok": true} once it is applied."""
-        app_idx, app, codec = self._accepting(app_name)
+        app_idx, app, codec, _, _ = self._accepting(app_name)
         uid, item, label = decode_update(body)
         data = codec.encode(item)
         self.check_request_nbytes([len(data)])

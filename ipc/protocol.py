@@ -16,6 +16,7 @@ refuses a child that speaks another version.
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from dataclasses import dataclass
 from enum import IntEnum
@@ -116,7 +117,9 @@ class ReplicaDown:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaUp:
-    """Supervisor -> scheduler: a (re)spawned model process is ready on these rings."""
+    """Supervisor -> scheduler: a (re)spawned model process is ready on these rings. The
+    model process's doorbell (an eventfd) travels with it as SCM_RIGHTS ancillary data, so
+    replicas and models added while serving need nothing passed at spawn time."""
 
     model: int
     replica: int
@@ -189,13 +192,33 @@ def control_pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-def send(sock: socket.socket, msg: ControlMessage) -> None:
-    sock.send(encode(msg))
+def send(sock: socket.socket, msg: ControlMessage, fds: tuple[int, ...] = ()) -> None:
+    """Send one message; `fds` travel with it (SCM_RIGHTS), the receiver gets its own copies."""
+    if fds:
+        socket.send_fds(sock, [encode(msg)], list(fds))
+    else:
+        sock.send(encode(msg))
 
 
 def recv(sock: socket.socket) -> ControlMessage | None:
-    """One message, or None when the peer closed the socket (it exited)."""
-    data = sock.recv(MAX_CONTROL_NBYTES)
+    """One message, or None when the peer closed the socket (it exited). Descriptors sent
+    with it are closed: use `recv_with_fds` where a message may carry some."""
+    msg, fds = recv_with_fds(sock)
+    for fd in fds:
+        os.close(fd)
+    return msg
+
+
+def recv_with_fds(sock: socket.socket) -> tuple[ControlMessage | None, list[int]]:
+    """One message and the descriptors that came with it (the caller owns them)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_CONTROL_NBYTES, 4)
     if not data:
-        return None
-    return decode(data)
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    try:
+        return decode(data), fds
+    except ProtocolError:
+        for fd in fds:
+            os.close(fd)
+        raise

@@ -138,6 +138,14 @@ class SendBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RetiredReplica:
+    """A replica taken out of service has answered its last batch: its process may stop."""
+
+    model: int
+    replica: int
+
+
+@dataclass(frozen=True, slots=True)
 class Respond:
     query: Query
     status: int  # HTTP status: 200, or 500 for a model failure
@@ -147,7 +155,7 @@ class Respond:
     extra: bytes = b""  # more JSON members for the answer, e.g. b'"confidence":0.9,"models_used":2'
 
 
-Action = SendBatch | Respond
+Action = SendBatch | Respond | RetiredReplica
 
 
 class ModelStats:
@@ -174,9 +182,10 @@ class ModelStats:
 
 
 class _Replica:
-    __slots__ = ("state", "inflight", "sent_ns", "aimd", "expected_ns", "limit_gauge")
+    __slots__ = ("state", "inflight", "sent_ns", "aimd", "expected_ns", "limit_gauge", "retiring")
 
     def __init__(self, aimd: AimdController, limit_gauge) -> None:
+        self.retiring = False  # scaled down: no new batch; DOWN once its batch is answered
         self.state = ReplicaState.DOWN
         self.inflight: list[Query] = []
         self.sent_ns = 0
@@ -210,55 +219,21 @@ class SchedulerCore:
         rng: random.Random | None = None,
         stall_ns: int = 10_000_000_000,
     ) -> None:
-        self.apps = apps
+        self.apps: list[AppRoute | None] = []
         self.stall_ns = stall_ns
         self.rng = rng if rng is not None else random.Random(0)
         # selection state per policy app: ContextStates (per uid, app-wide fallback)
-        self.contexts: dict[int, ContextStates] = {
-            i: ContextStates(a.max_contexts, a.policy.initial_state(len(a.models)))
-            for i, a in enumerate(apps) if a.policy is not None
-        }
-        self.recent: dict[int, OrderedDict] = {i: OrderedDict() for i in self.contexts}
+        self.contexts: dict[int, ContextStates] = {}
+        self.recent: dict[int, OrderedDict] = {}
         self.policy_changed = False
         self.metrics = metrics if metrics is not None else MetricSet()
         self.cache = PredictionCache(cache_nbytes)
-        mx = self.metrics
         self.models: list[_Model] = []
-        for mi, spec in enumerate(models):
-            slos = [a.slo_ns for a in apps if a.model == mi or mi in a.models]
-            slo = min(slos) if slos else 1_000_000_000
-            labels = {"model": spec.name or str(mi), "version": spec.version}
-            reps = [
-                _Replica(
-                    AimdController(spec.aimd, spec.max_batch_size, slo, spec.batch_size),
-                    mx.gauge("schooner_batch_limit", "Current batch size limit (AIMD) of a replica", **labels, replica=str(ri)),
-                )
-                for ri in range(spec.replicas)
-            ]
-            m = _Model(spec, reps)
-            m.m_batches = mx.counter("schooner_model_batches_total", "Batches sent to model processes", **labels)
-            m.m_batch_size = mx.histogram("schooner_model_batch_size", "Queries per batch", BATCH_SIZE_BUCKETS, **labels)
-            m.m_latency = mx.histogram("schooner_model_latency_seconds", "Batch round trip from send to result", **labels)
-            m.m_queue_delay = mx.histogram("schooner_queue_delay_seconds", "Time a query waited before its batch was sent", **labels)
-            m.m_hits = mx.counter("schooner_cache_hits_total", "Queries answered from the prediction cache", **labels)
-            m.m_misses = mx.counter("schooner_cache_misses_total", "Cache lookups that missed (joined ones included)", **labels)
-            m.m_queries = mx.counter("schooner_model_queries_total", "Queries sent to model processes", **labels)
-            m.m_ready = mx.gauge("schooner_model_ready", "1 while some replica of the model is idle or answered its batch within model_stall_timeout_s", **labels)
-            m.m_shed = mx.counter("schooner_model_shed_total", "Queries answered with the default on arrival: the queue ahead could not finish before their deadline", **labels)
-            for r in reps:
-                r.limit_gauge.set(r.aimd.limit)
-            self.models.append(m)
-        self.m_app_queries = []
-        self.m_app_defaults = []
-        for i, a in enumerate(apps):
-            name = a.name or str(i)
-            self.m_app_queries.append(mx.counter("schooner_app_queries_total", "Queries received", app=name))
-            self.m_app_defaults.append({
-                SLO_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="slo"),
-                NO_MODEL_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="no_model"),
-                LOW_CONFIDENCE_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="low_confidence"),
-            })  # fmt: skip
-        self.m_app_errors = [mx.counter("schooner_app_errors_total", "Queries answered with a model error", app=a.name or str(i)) for i, a in enumerate(apps)]
+        self.m_app_queries: list = []
+        self.m_app_defaults: list = []
+        self.m_app_errors: list = []
+        self.reconfigure(apps, models)
+        mx = self.metrics
         self.m_evictions = mx.counter("schooner_cache_evictions_total", "Entries evicted from the prediction cache")
         self.m_cache_bytes = mx.gauge("schooner_cache_bytes", "Bytes held by the prediction cache")
         self._deadlines: list[tuple[int, int, Query]] = []  # lazy: answered ones leave late
@@ -267,6 +242,100 @@ class SchedulerCore:
         self._seq = 0
         self._actions: list[Action] = []
         self._ready_models: set[int] = set()
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def reconfigure(self, apps: list[AppRoute | None], models: list[ModelSpec]) -> None:
+        """Take a new configuration while serving. Indices are stable: `models` extends the
+        current list (a model index never changes meaning) and `apps` is the whole route table,
+        None where a route does not exist (any more). A model whose replica count grew gets
+        replicas that stay DOWN until `replica_up`; fewer replicas are taken away with
+        `retire_replica`, never here. Queries already queued stay with the model they were
+        queued for, so a version switch lets them finish on the old version."""
+        if len(models) < len(self.models):
+            raise ValueError(f"models may only be added: {len(models)} < {len(self.models)}")
+        self.apps = list(apps)
+        for mi, spec in enumerate(models):
+            if mi >= len(self.models):
+                self.models.append(self._new_model(spec))
+            else:
+                m = self.models[mi]
+                m.spec = spec
+                while len(m.replicas) < spec.replicas:
+                    m.replicas.append(self._new_replica(m, len(m.replicas)))
+        for mi, m in enumerate(self.models):  # the AIMD target follows the tightest SLO of its apps
+            slo = self._model_slo(mi)
+            for r in m.replicas:
+                if r.aimd.slo_ns != slo:
+                    r.aimd.set_slo(slo)
+        for i, a in enumerate(self.apps):
+            if i >= len(self.m_app_queries):
+                self.m_app_queries.append(None)
+                self.m_app_defaults.append(None)
+                self.m_app_errors.append(None)
+            if a is not None and self.m_app_queries[i] is None:
+                self._new_app(i, a)
+            if a is not None and a.policy is not None and i not in self.contexts:
+                self.contexts[i] = ContextStates(a.max_contexts, a.policy.initial_state(len(a.models)))
+                self.recent[i] = OrderedDict()
+        for i in list(self.contexts):
+            if i >= len(self.apps) or self.apps[i] is None or self.apps[i].policy is None:
+                del self.contexts[i]  # a removed app forgets what it learned
+                self.recent.pop(i, None)
+
+    def _model_slo(self, mi: int) -> int:
+        slos = [a.slo_ns for a in self.apps if a is not None and (a.model == mi or mi in a.models)]
+        return min(slos) if slos else 1_000_000_000
+
+    def _labels(self, spec: ModelSpec) -> dict[str, str]:
+        return {"model": spec.name or "?", "version": spec.version}
+
+    def _new_replica(self, m: _Model, ri: int) -> _Replica:
+        spec = m.spec
+        r = _Replica(
+            AimdController(spec.aimd, spec.max_batch_size, 1_000_000_000, spec.batch_size),  # SLO set by reconfigure
+            self.metrics.gauge("schooner_batch_limit", "Current batch size limit (AIMD) of a replica",
+                               **self._labels(spec), replica=str(ri)),
+        )
+        r.limit_gauge.set(r.aimd.limit)
+        return r
+
+    def _new_model(self, spec: ModelSpec) -> _Model:
+        mx = self.metrics
+        labels = self._labels(spec)
+        m = _Model(spec, [])
+        m.replicas = [self._new_replica(m, ri) for ri in range(spec.replicas)]
+        m.m_batches = mx.counter("schooner_model_batches_total", "Batches sent to model processes", **labels)
+        m.m_batch_size = mx.histogram("schooner_model_batch_size", "Queries per batch", BATCH_SIZE_BUCKETS, **labels)
+        m.m_latency = mx.histogram("schooner_model_latency_seconds", "Batch round trip from send to result", **labels)
+        m.m_queue_delay = mx.histogram("schooner_queue_delay_seconds", "Time a query waited before its batch was sent", **labels)
+        m.m_hits = mx.counter("schooner_cache_hits_total", "Queries answered from the prediction cache", **labels)
+        m.m_misses = mx.counter("schooner_cache_misses_total", "Cache lookups that missed (joined ones included)", **labels)
+        m.m_queries = mx.counter("schooner_model_queries_total", "Queries sent to model processes", **labels)
+        m.m_ready = mx.gauge("schooner_model_ready", "1 while some replica of the model is idle or answered its batch within model_stall_timeout_s", **labels)
+        m.m_shed = mx.counter("schooner_model_shed_total", "Queries answered with the default on arrival: the queue ahead could not finish before their deadline", **labels)
+        return m
+
+    def _new_app(self, i: int, a: AppRoute) -> None:
+        mx = self.metrics
+        name = a.name or str(i)
+        self.m_app_queries[i] = mx.counter("schooner_app_queries_total", "Queries received", app=name)
+        self.m_app_defaults[i] = {
+            SLO_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="slo"),
+            NO_MODEL_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="no_model"),
+            LOW_CONFIDENCE_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="low_confidence"),
+        }  # fmt: skip
+        self.m_app_errors[i] = mx.counter("schooner_app_errors_total", "Queries answered with a model error", app=name)
+
+    def retire_replica(self, model: int, replica: int) -> bool:
+        """Take a replica out of service (scale down). It gets no new batch; True when it
+        holds none now (it may stop at once), else `RetiredReplica` follows its batch."""
+        r = self.models[model].replicas[replica]
+        r.retiring = True
+        if r.state is ReplicaState.BUSY:
+            return False
+        r.state = ReplicaState.DOWN
+        return True
 
     # -- events -----------------------------------------------------------------------------
 
@@ -277,13 +346,13 @@ class SchedulerCore:
             self._submit_ensemble(query, route, now_ns)
             return
         mi = route.model
-        if mi is None or not self.models[mi].replicas:
+        if mi is None or not self.models[mi].spec.replicas:
             self._answer(query, 200, True, route.default_json, NO_MODEL_EXPLANATION)
             return
         self._submit_model(query, mi, route.cache, now_ns)
 
     def _submit_ensemble(self, query: Query, route: AppRoute, now_ns: int) -> None:
-        live = [mi for mi in route.models if self.models[mi].replicas]
+        live = [mi for mi in route.models if self.models[mi].spec.replicas]
         if not live:
             self._answer(query, 200, True, route.default_json, NO_MODEL_EXPLANATION)
             return
@@ -300,7 +369,7 @@ class SchedulerCore:
         for k, mi in zip(selection.models, chosen, strict=True):
             sub = Query(query.frontend, query.query_id, query.app, query.deadline_ns, query.payload,
                         query.digest, priority=query.priority, uid=query.uid, model=k, parent=ens)
-            if not self.models[mi].replicas:
+            if not self.models[mi].spec.replicas:
                 self._sub_done(sub, None, None)
                 continue
             self._submit_model(sub, mi, route.cache, now_ns)
@@ -345,6 +414,9 @@ class SchedulerCore:
         queries, r.inflight = r.inflight, []
         if r.state is ReplicaState.BUSY:
             r.state = ReplicaState.IDLE
+            if r.retiring:  # scaled down: that was its last batch
+                r.state = ReplicaState.DOWN
+                self._actions.append(RetiredReplica(model, replica))
         if now_ns is not None and queries:
             latency = now_ns - r.sent_ns
             r.aimd.observe(len(queries), latency)
@@ -414,7 +486,11 @@ class SchedulerCore:
                 self._enqueue(model, q, now_ns)  # EDF: retried queries keep their deadlines
 
     def replica_up(self, model: int, replica: int) -> None:
-        r = self.models[model].replicas[replica]
+        m = self.models[model]
+        while len(m.replicas) <= replica:  # up before its reconfiguration arrived
+            m.replicas.append(self._new_replica(m, len(m.replicas)))
+        r = m.replicas[replica]
+        r.retiring = False
         r.state = ReplicaState.IDLE
         r.inflight = []
         self._mark(model)
@@ -514,7 +590,7 @@ class SchedulerCore:
         """Whether a query joining `m`'s queue now cannot be answered before `deadline_ns`:
         the batches queued ahead of it, at the replicas' current limits and latencies, end
         later. Unknown latency (no batch measured yet) or no live replica: not hopeless."""
-        live = [r for r in m.replicas if r.state is not ReplicaState.DOWN]
+        live = [r for r in m.replicas if r.state is not ReplicaState.DOWN and not r.retiring]
         if not live:
             return False
         expected = max(r.expected_ns for r in live)
@@ -543,7 +619,7 @@ class SchedulerCore:
         queue = m.queue
         spec = m.spec
         for ri, r in enumerate(m.replicas):
-            if r.state is not ReplicaState.IDLE:
+            if r.state is not ReplicaState.IDLE or r.retiring:
                 continue
             if not len(queue):
                 break

@@ -63,3 +63,63 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text("[[models]\n")
     with pytest.raises(ConfigError, match=f"{bad}: not valid TOML"):
         load_config(str(bad))
+
+
+def _versions_config(extra: str = "") -> dict:
+    import tomllib
+
+    return tomllib.loads(
+        """
+[[models]]
+name = "m"
+version = "1"
+entry_point = "a.b:C"
+input_type = "floats"
+input_shape = [4]
+[[models]]
+name = "m"
+version = "2"
+entry_point = "a.b:C"
+input_type = "floats"
+input_shape = [4]
+""" + extra + """
+[[apps]]
+name = "app"
+input_type = "floats"
+input_shape = [4]
+models = ["m"]
+"""
+    )
+
+
+def test_several_versions_of_a_model_the_last_is_current_unless_marked():
+    from schooner.engine.config import app_route, model_route, parse_config, routes
+
+    cfg = parse_config(_versions_config())
+    assert [(m.version, m.current) for m in cfg.models] == [("1", False), ("2", True)]
+    table = routes(cfg)
+    assert table[app_route(0)].model == 1
+    assert table[model_route(0)].name == "m" and table[model_route(0)].model == 0
+    d = _versions_config()
+    d["models"][0]["current"] = True
+    cfg = parse_config(d)
+    assert cfg.model_index("m") == 0 and cfg.model_index("m", "2") == 1
+
+
+def test_versions_must_differ_and_share_their_input():
+    import pytest
+
+    from schooner.engine.config import ConfigError, parse_config
+
+    d = _versions_config()
+    d["models"][1]["version"] = "1"
+    with pytest.raises(ConfigError, match="version of model m not declared before"):
+        parse_config(d)
+    d = _versions_config()
+    d["models"][1]["input_shape"] = [5]
+    with pytest.raises(ConfigError, match="every version takes the same input"):
+        parse_config(d)
+    d = _versions_config()
+    d["models"][0]["current"] = d["models"][1]["current"] = True
+    with pytest.raises(ConfigError, match="one current version"):
+        parse_config(d)

@@ -1,0 +1,77 @@
+"""The core taking a new configuration while serving (fake clock, no sleeps): models added,
+replicas grown and retired, an app moved to another version with its queued queries finishing
+on the old one."""
+
+from schooner.engine.core.scheduler import (
+    AppRoute,
+    ModelSpec,
+    Query,
+    Respond,
+    RetiredReplica,
+    SchedulerCore,
+    SendBatch,
+)
+
+MS = 1_000_000
+
+
+def spec(version="1", replicas=1):
+    return ModelSpec(4, replicas, version=version, batch_size=4, name="m")
+
+
+def sends(actions):
+    return [a for a in actions if isinstance(a, SendBatch)]
+
+
+def test_an_app_moved_to_a_new_version_lets_queued_queries_finish_on_the_old_one():
+    core = SchedulerCore([AppRoute(model=0, default_json=b"-1", cache=False)], [spec("1")])
+    core.replica_up(0, 0)
+    for i in range(6):
+        core.submit(Query(0, i, 0, 10_000 * MS, payload=b"x"), 0)
+    (first,) = sends(core.poll(0))  # 4 in flight on v1, 2 queued on v1
+    assert (first.model, len(first.queries)) == (0, 4)
+    core.reconfigure([AppRoute(model=1, default_json=b"-1", cache=False)], [spec("1"), spec("2")])
+    core.replica_up(1, 0)
+    core.submit(Query(0, 100, 0, 10_000 * MS, payload=b"y"), MS)
+    batches = sends(core.poll(MS))
+    assert [(b.model, [q.query_id for q in b.queries]) for b in batches] == [(1, [100])]
+    core.batch_done(0, 0, [b"1"] * 4, None, 2 * MS)
+    (rest,) = sends(core.poll(2 * MS))
+    assert (rest.model, [q.query_id for q in rest.queries]) == (0, [4, 5])  # the old version finishes them
+
+
+def test_replicas_grow_and_a_busy_replica_retires_after_its_batch():
+    core = SchedulerCore([AppRoute(model=0, default_json=b"-1", cache=False)], [spec(replicas=1)])
+    core.replica_up(0, 0)
+    core.reconfigure(core.apps, [spec(replicas=2)])
+    assert len(core.models[0].replicas) == 2
+    core.replica_up(0, 1)
+    for i in range(8):
+        core.submit(Query(0, i, 0, 10_000 * MS, payload=b"x"), 0)
+    assert sorted(b.replica for b in sends(core.poll(0))) == [0, 1]
+    assert core.retire_replica(0, 1) is False  # busy: it finishes first
+    core.batch_done(0, 1, [b"1"] * 4, None, MS)
+    acts = core.poll(MS)
+    assert RetiredReplica(0, 1) in acts
+    assert sum(isinstance(a, Respond) for a in acts) == 4  # its batch was answered
+    for i in range(8, 12):
+        core.submit(Query(0, i, 0, 10_000 * MS, payload=b"x"), MS)
+    core.batch_done(0, 0, [b"1"] * 4, None, 2 * MS)
+    assert [b.replica for b in sends(core.poll(2 * MS))] == [0]  # never the retired one
+    assert core.retire_replica(0, 0) is False
+    assert core.model_ready(0, 2 * MS) is True
+
+
+def test_an_added_app_gets_its_metrics_and_a_removed_policy_app_forgets():
+    from schooner.engine.core.policies import make_policy
+
+    ens = AppRoute(model=0, default_json=b"-1", cache=False, name="ens", models=(0, 1), policy=make_policy("exp3"))
+    core = SchedulerCore([ens], [spec("1"), spec("2")])
+    assert 0 in core.contexts
+    core.reconfigure([None, None, AppRoute(model=1, default_json=b"0", cache=False, name="new")], [spec("1"), spec("2")])
+    assert 0 not in core.contexts
+    core.replica_up(1, 0)
+    core.submit(Query(0, 1, 2, 10_000 * MS, payload=b"x"), 0)
+    (b,) = sends(core.poll(0))
+    assert b.model == 1
+    assert 'schooner_app_queries_total{app="new"} 1' in core.metrics.render()
