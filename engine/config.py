@@ -57,6 +57,7 @@ class ModelConfig:
     output_type: str = ""  # V2 datatype of the answer (FP32, INT64, BYTES, ...); "" = learned
     output_shape: tuple[int, ...] = ()  # per query, without the batch dimension; -1 = any
     current: bool = True  # the version apps and `/v2/models/{name}` use (one per name)
+    deleted: bool = False  # removed while serving: kept as a tombstone so indices stay stable
 
     @property
     def input_width(self) -> int:
@@ -80,6 +81,7 @@ class AppConfig:
     policy_params: dict = field(default_factory=dict)
     confidence_threshold: float = 0.0
     max_contexts: int = 10_000  # per-uid selection states kept (LRU)
+    deleted: bool = False  # removed while serving (a tombstone: app indices never shift)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,7 @@ class ServerConfig:
     def model_index(self, name: str, version: str | None = None) -> int:
         """Index of the current version of model `name` (or of `version` when given)."""
         for i, m in enumerate(self.models):
-            if m.name == name and (m.current if version is None else m.version == version):
+            if m.name == name and not m.deleted and (m.current if version is None else m.version == version):
                 return i
         raise KeyError(name if version is None else f"{name}:{version}")
 
@@ -408,13 +410,15 @@ def routes(config: ServerConfig) -> list[Route | None]:
     """The route table, indexed by route id (`app_route`, `model_route`); None where none."""
     out: list[Route | None] = [None] * (2 * max(len(config.apps), len(config.models)))
     for i, a in enumerate(config.apps):
+        if a.deleted:
+            continue
         out[app_route(i)] = Route(
             a.name, config.model_index(a.models[0]) if a.models else None, a.input_type, a.input_shape,
             a.latency_slo_micros, a.default_output, a.cache and config.cache_nbytes > 0, True,
             tuple(config.model_index(n) for n in a.models), a.policy, a.policy_params,
             a.confidence_threshold, a.max_contexts)
     for mi, m in enumerate(config.models):
-        slos = [a.latency_slo_micros for a in config.apps if m.name in a.models]
+        slos = [a.latency_slo_micros for a in config.apps if m.name in a.models and not a.deleted]
         out[model_route(mi)] = Route(m.name, mi, m.input_type, m.input_shape,
                                      min(slos) if slos else DIRECT_MODEL_SLO_MICROS,
                                      "null", config.cache_nbytes > 0, False, (mi,))

@@ -32,6 +32,7 @@ from schooner.engine.core.scheduler import (
     ModelSpec,
     Query,
     Respond,
+    RetiredReplica,
     SchedulerCore,
     SendBatch,
 )
@@ -331,6 +332,22 @@ class SchedulerProc:
                 self._replica_down(msg)
             elif isinstance(msg, protocol.FrontendRings):
                 self._frontend_rings(msg)
+            elif isinstance(msg, protocol.Reconfigure):
+                self._reconfigure(msg)
+            elif isinstance(msg, protocol.ReplicaRetire):
+                if self.core.retire_replica(msg.model, msg.replica):
+                    self._retired(msg.model, msg.replica)
+
+    def _reconfigure(self, msg: protocol.Reconfigure) -> None:
+        cfg = ServerConfig.from_json(msg.config)
+        self._tables(cfg)
+        self.core.reconfigure(*core_tables(cfg))
+        protocol.send(self.ctrl, protocol.Reconfigured(msg.epoch, "scheduler"))
+        self.published_ns = 0  # statistics and readiness of new models at the end of this turn
+
+    def _retired(self, mi: int, ri: int) -> None:
+        self._close_replica(mi, ri)
+        protocol.send(self.ctrl, protocol.ReplicaRetired(mi, ri))
 
     def _frontend_rings(self, msg: protocol.FrontendRings) -> None:
         """A respawned frontend: new rings; answers still waiting for the dead one are dropped
@@ -432,6 +449,8 @@ class SchedulerProc:
                 outboxes[a.query.frontend].add(a)
             elif type(a) is SendBatch:
                 self._send_batch(a)
+            elif type(a) is RetiredReplica:
+                self._retired(a.model, a.replica)
         if any(isinstance(a, SendBatch) for a in actions):
             for reps in self.replicas:
                 for rings in reps:

@@ -71,9 +71,9 @@ class V2Routes:
         `by_name` adds the apps (an app wins over a model of the same name)."""
         self.cfg = cfg
         self.routes = routes(cfg)
-        self.direct = {m.name: model_route(mi) for mi, m in enumerate(cfg.models) if m.current}
+        self.direct = {m.name: model_route(mi) for mi, m in enumerate(cfg.models) if m.current and not m.deleted}
         self.by_name = dict(self.direct)
-        self.by_name.update({a.name: app_route(i) for i, a in enumerate(cfg.apps)})
+        self.by_name.update({a.name: app_route(i) for i, a in enumerate(cfg.apps) if not a.deleted})
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class V2Routes:
             return
         if parts == ["v2", "models", "stats"]:  # every model, as Triton serves it
             _expect(method, b"GET", "statistics")
-            stats = [s for mi in range(len(self.cfg.models))
+            stats = [s for mi in range(len(self.cfg.models)) if not self.cfg.models[mi].deleted
                      for s in self._stats(model_route(mi), self.cfg.models[mi].name)["model_stats"]]
             conn.respond(slot, 200, orjson.dumps({"model_stats": stats}))
             return
@@ -179,7 +179,8 @@ class V2Routes:
                 model_name = m.name if m is not None else None
             else:
                 model_name = name
-            versions = {m.version: model_route(mi) for mi, m in enumerate(self.cfg.models) if m.name == model_name}
+            versions = {m.version: model_route(mi) for mi, m in enumerate(self.cfg.models)
+                        if m.name == model_name and not m.deleted}
             if version not in versions:
                 if model_name is None and name not in self.by_name:
                     raise V2Error(404, f"unknown model '{name}'; known: {sorted(self.by_name)}")
@@ -214,6 +215,8 @@ class V2Routes:
         stats = self._model_stats()
         out = []
         for a in self.cfg.apps:
+            if a.deleted:
+                continue
             linked = [self.cfg.model_index(n) for n in a.models]
             linked = [mi for mi in linked if self.cfg.models[mi].replicas > 0]
             if linked and not any(mi < len(stats) and stats[mi].get("ready") for mi in linked):
@@ -237,7 +240,7 @@ class V2Routes:
         shape = [-1, *r.input_shape] if r.input_shape else [-1]
         return {
             "name": name,
-            "versions": [v.version for v in self.cfg.models if v.name == m.name] if m is not None else [],
+            "versions": [v.version for v in self.cfg.models if v.name == m.name and not v.deleted] if m is not None else [],
             "platform": SERVER_NAME,
             "inputs": [{"name": INPUT_NAME, "datatype": APP_DATATYPE[r.input_type], "shape": shape}],
             "outputs": [{"name": OUTPUT_NAME, **(self.output_meta(ri) or UNKNOWN_OUTPUT)}],

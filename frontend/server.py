@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 import uvloop
 
-from schooner.engine.config import app_route, model_route
+from schooner.engine.config import ServerConfig, app_route, model_route
 from schooner.engine.core.metrics import MetricSet, merge_texts
 from schooner.engine.spawn import FrontendArgs, setup_logging
 from schooner.frontend.codec import (
@@ -156,8 +156,11 @@ class FrontendProc:
         self.cfg = cfg
         apps = {}
         for i, a in enumerate(cfg.apps):
+            if a.deleted:
+                continue
             model = cfg.models[cfg.model_index(a.models[0])] if a.models else None
-            versions = {m.version: model_route(mi) for mi, m in enumerate(cfg.models) if model and m.name == model.name}
+            versions = {m.version: model_route(mi) for mi, m in enumerate(cfg.models)
+                        if model and m.name == model.name and not m.deleted}
             old = self.apps.get(a.name)
             codec = old[2] if old is not None and old[1] == a else InputCodec(a)
             apps[a.name] = (app_route(i), a, codec, model, versions)
@@ -453,6 +456,12 @@ class FrontendProc:
                 self._abort(msg.reason)
                 if self.draining and self.requests_inflight == 0:
                     self._report_drained()
+                continue
+            if isinstance(msg, protocol.Reconfigure):
+                cfg = ServerConfig.from_json(msg.config)
+                self._tables(cfg)
+                self.v2.tables(cfg)
+                protocol.send(self.ctrl, protocol.Reconfigured(msg.epoch, f"frontend[{self.index}]"))
                 continue
             if isinstance(msg, protocol.Rebind):
                 if msg.abort_reason:  # the old scheduler died: nobody answers what it held

@@ -24,7 +24,7 @@ from enum import IntEnum
 import orjson
 
 PROTOCOL_VERSION = 2
-MAX_CONTROL_NBYTES = 64 * 1024
+MAX_CONTROL_NBYTES = 192 * 1024  # a Reconfigure carries the whole config; the socket buffer holds ~200 KiB
 
 
 class Role(IntEnum):
@@ -129,6 +129,40 @@ class ReplicaUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """Supervisor -> scheduler and frontends: serve this configuration from now on (the whole
+    `ServerConfig` as JSON; models and apps are only ever appended, removed ones stay as
+    tombstones, so every index keeps its meaning). Answered with `Reconfigured`."""
+
+    config: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """Scheduler or frontend -> supervisor: configuration `epoch` is in force here."""
+
+    epoch: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRetire:
+    """Supervisor -> scheduler: send this replica no more batches (scale down)."""
+
+    model: int
+    replica: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRetired:
+    """Scheduler -> supervisor: a retiring replica holds no batch any more; stop its process."""
+
+    model: int
+    replica: int
+
+
+@dataclass(frozen=True, slots=True)
 class Feedback:
     """Frontend -> scheduler: the true label of a prediction of a selection-policy app."""
 
@@ -146,11 +180,11 @@ class FeedbackDone:
 
 
 ControlMessage = (Ready | Fatal | Drain | Drained | Abort | Rebind | Rebound | FrontendRings | Stop | ReplicaDown
-                  | ReplicaUp | Feedback | FeedbackDone)
+                  | ReplicaUp | Reconfigure | Reconfigured | ReplicaRetire | ReplicaRetired | Feedback | FeedbackDone)
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (Ready, Fatal, Drain, Drained, Abort, Rebind, Rebound, FrontendRings, Stop, ReplicaDown, ReplicaUp,
-                Feedback, FeedbackDone)
+                Reconfigure, Reconfigured, ReplicaRetire, ReplicaRetired, Feedback, FeedbackDone)
 }
 
 
