@@ -211,7 +211,99 @@ class _Table:
             raise ConfigError(f"{self.src}: {self.where}: unknown key(s) {', '.join(extra)}")
 
 
-def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerConfig:
+def parse_model(t: _Table) -> ModelConfig:
+    """One model version from a [[models]] table (or an admin add_model body)."""
+    itype = t.input_type()
+    m = ModelConfig(
+        name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
+        version=str(t.get("version", (str, int), "a version string like \"1\"", "1")),
+        entry_point=t.name("entry_point", _ENTRY_POINT, "'package.module:attr'"),
+        input_type=itype,
+        input_shape=t.shape(itype),
+        max_batch_size=t.positive("max_batch_size", 64),
+        replicas=t.positive("replicas", 1, minimum=0),
+        device=t.get("device", str, "a device string like \"cpu\" or \"cuda:0\"", "cpu"),
+        output_slot_nbytes=t.positive("output_slot_nbytes", 4 * MIB, minimum=4096),
+        init_args=t.get("init_args", dict, "a table of keyword arguments for the model class", {}),
+        batch_size=t.get("batch_size", int, "-1 (adaptive) or a fixed batch size >= 1", -1),
+        batch_wait_timeout_micros=t.positive("batch_wait_timeout_micros", 0, minimum=0),
+        aimd_additive_step=t.positive("aimd_additive_step", 2),
+        aimd_backoff_factor=float(t.get("aimd_backoff_factor", (int, float), "a number in (0, 1)", 0.9)),
+        aimd_target_fraction=float(t.get("aimd_target_fraction", (int, float), "a number in (0, 1]", 0.9)),
+        output_type=t.get("output_type", str, f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", ""),
+        output_shape=tuple(t.get("output_shape", list, "a list of dimensions (-1: any), without the batch", [])),
+        current=t.get("current", bool, "true or false (the version apps use)", False),
+    )
+    if m.output_type and m.output_type not in V2_OUTPUT_TYPES:
+        raise t.fail("output_type", f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", m.output_type)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and (v > 0 or v == -1) for v in m.output_shape):
+        raise t.fail("output_shape", "a list of positive integers or -1", list(m.output_shape))
+    if m.output_shape and not m.output_type:
+        raise t.fail("output_type", "a V2 datatype when output_shape is given")
+    if m.batch_size == 0 or m.batch_size < -1:
+        raise t.fail("batch_size", "-1 (adaptive) or a fixed batch size >= 1", m.batch_size)
+    if not 0 < m.aimd_backoff_factor < 1:
+        raise t.fail("aimd_backoff_factor", "a number in (0, 1)", m.aimd_backoff_factor)
+    if not 0 < m.aimd_target_fraction <= 1:
+        raise t.fail("aimd_target_fraction", "a number in (0, 1]", m.aimd_target_fraction)
+    if not _VERSION.match(m.version):
+        raise t.fail("version", "a label of letters, digits, '-', '_', '.' (no ':' or ',')", m.version)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", m.device):
+        raise t.fail("device", "\"cpu\" or \"cuda:N\"", m.device)
+    t.check_unknown()
+    return m
+
+
+def parse_app(t: _Table, models_by_name: dict[str, ModelConfig]) -> AppConfig:
+    """One app from an [[apps]] table (or an admin add_app body); `models_by_name` holds the
+    current version of every model it may link."""
+    itype = t.input_type()
+    linked = t.get("models", list, "a list of model names", [])
+    default = t.get("default_output", (str, int, float), "a string (JSON text is embedded as JSON)", "null")
+    a = AppConfig(
+        name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
+        input_type=itype,
+        input_shape=t.shape(itype),
+        latency_slo_micros=t.positive("latency_slo_micros", 100_000),
+        default_output=str(default),
+        models=tuple(linked),
+        cache=t.get("cache", bool, "true or false", True),
+        policy=t.get("policy", str, "one of single, exp3, exp4, epsilon_greedy, ucb1",
+                     "exp4" if len(linked) > 1 else "single"),
+        policy_params=t.get("policy_params", dict, "a table of the policy's parameters", {}),
+        confidence_threshold=float(t.get("confidence_threshold", (int, float), "a number in [0, 1]", 0.0)),
+        max_contexts=t.positive("max_contexts", 10_000, minimum=0),
+    )
+    t.check_unknown()
+    try:
+        make_policy(a.policy, **a.policy_params)
+    except (ValueError, TypeError) as e:
+        raise t.fail("policy", f"a valid policy ({e})", a.policy) from None
+    if not 0.0 <= a.confidence_threshold <= 1.0:
+        raise t.fail("confidence_threshold", "a number in [0, 1]", a.confidence_threshold)
+    check_links(a, models_by_name, t.fail)
+    return a
+
+
+def check_links(a: AppConfig, models_by_name: dict[str, ModelConfig], fail) -> None:
+    """The rules an app's links obey; `fail(key, expected, got)` builds the error."""
+    if a.policy == "single" and len(a.models) > 1:
+        raise fail("policy", "a selection policy (exp3, exp4, epsilon_greedy, ucb1) for several models", "single")
+    if len(set(a.models)) != len(a.models):
+        raise fail("models", "distinct model names", list(a.models))
+    for mname in a.models:
+        m = models_by_name.get(mname)
+        if m is None:
+            raise fail("models", f"names of [[models]] ({', '.join(sorted(models_by_name)) or 'none defined'})", mname)
+        if (m.input_type, m.input_shape) != (a.input_type, a.input_shape):
+            raise fail(
+                "input_type/input_shape",
+                f"the linked model's {m.input_type}{list(m.input_shape)}",
+                f"{a.input_type}{list(a.input_shape)}",
+            )
+
+
+def parse_config(data: dict, source: str = "<config>", allow_no_apps: bool = False, **overrides) -> ServerConfig:
     """Build a ServerConfig from parsed TOML; `overrides` (host, port, ...) win over the file."""
     top = _Table(source, "(top level)", data)
     server = _Table(source, "server", top.get("server", dict, "a [server] table", {}))
@@ -224,44 +316,7 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: models[{i}]: expected a table")
         t = _Table(source, f"models[{i}]", raw)
-        itype = t.input_type()
-        m = ModelConfig(
-            name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
-            version=str(t.get("version", (str, int), "a version string like \"1\"", "1")),
-            entry_point=t.name("entry_point", _ENTRY_POINT, "'package.module:attr'"),
-            input_type=itype,
-            input_shape=t.shape(itype),
-            max_batch_size=t.positive("max_batch_size", 64),
-            replicas=t.positive("replicas", 1, minimum=0),
-            device=t.get("device", str, "a device string like \"cpu\" or \"cuda:0\"", "cpu"),
-            output_slot_nbytes=t.positive("output_slot_nbytes", 4 * MIB, minimum=4096),
-            init_args=t.get("init_args", dict, "a table of keyword arguments for the model class", {}),
-            batch_size=t.get("batch_size", int, "-1 (adaptive) or a fixed batch size >= 1", -1),
-            batch_wait_timeout_micros=t.positive("batch_wait_timeout_micros", 0, minimum=0),
-            aimd_additive_step=t.positive("aimd_additive_step", 2),
-            aimd_backoff_factor=float(t.get("aimd_backoff_factor", (int, float), "a number in (0, 1)", 0.9)),
-            aimd_target_fraction=float(t.get("aimd_target_fraction", (int, float), "a number in (0, 1]", 0.9)),
-            output_type=t.get("output_type", str, f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", ""),
-            output_shape=tuple(t.get("output_shape", list, "a list of dimensions (-1: any), without the batch", [])),
-            current=t.get("current", bool, "true or false (the version apps use)", False),
-        )
-        if m.output_type and m.output_type not in V2_OUTPUT_TYPES:
-            raise t.fail("output_type", f"a V2 datatype ({', '.join(V2_OUTPUT_TYPES)})", m.output_type)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and (v > 0 or v == -1) for v in m.output_shape):
-            raise t.fail("output_shape", "a list of positive integers or -1", list(m.output_shape))
-        if m.output_shape and not m.output_type:
-            raise t.fail("output_type", "a V2 datatype when output_shape is given")
-        if m.batch_size == 0 or m.batch_size < -1:
-            raise t.fail("batch_size", "-1 (adaptive) or a fixed batch size >= 1", m.batch_size)
-        if not 0 < m.aimd_backoff_factor < 1:
-            raise t.fail("aimd_backoff_factor", "a number in (0, 1)", m.aimd_backoff_factor)
-        if not 0 < m.aimd_target_fraction <= 1:
-            raise t.fail("aimd_target_fraction", "a number in (0, 1]", m.aimd_target_fraction)
-        if not _VERSION.match(m.version):
-            raise t.fail("version", "a label of letters, digits, '-', '_', '.' (no ':' or ',')", m.version)
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", m.device):
-            raise t.fail("device", "\"cpu\" or \"cuda:N\"", m.device)
-        t.check_unknown()
+        m = parse_model(t)
         if any(o.name == m.name and o.version == m.version for o in models):
             raise t.fail("version", f"a version of model {m.name} not declared before", m.version)
         if m.current and any(o.name == m.name and o.current for o in models):
@@ -286,48 +341,11 @@ def parse_config(data: dict, source: str = "<config>", **overrides) -> ServerCon
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: apps[{i}]: expected a table")
         t = _Table(source, f"apps[{i}]", raw)
-        itype = t.input_type()
-        linked = t.get("models", list, "a list of model names", [])
-        default = t.get("default_output", (str, int, float), "a string (JSON text is embedded as JSON)", "null")
-        a = AppConfig(
-            name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
-            input_type=itype,
-            input_shape=t.shape(itype),
-            latency_slo_micros=t.positive("latency_slo_micros", 100_000),
-            default_output=str(default),
-            models=tuple(linked),
-            cache=t.get("cache", bool, "true or false", True),
-            policy=t.get("policy", str, "one of single, exp3, exp4, epsilon_greedy, ucb1",
-                         "exp4" if len(linked) > 1 else "single"),
-            policy_params=t.get("policy_params", dict, "a table of the policy's parameters", {}),
-            confidence_threshold=float(t.get("confidence_threshold", (int, float), "a number in [0, 1]", 0.0)),
-            max_contexts=t.positive("max_contexts", 10_000, minimum=0),
-        )
-        t.check_unknown()
-        try:
-            make_policy(a.policy, **a.policy_params)
-        except (ValueError, TypeError) as e:
-            raise t.fail("policy", f"a valid policy ({e})", a.policy) from None
-        if a.policy == "single" and len(a.models) > 1:
-            raise t.fail("policy", "a selection policy (exp3, exp4, epsilon_greedy, ucb1) for several models", "single")
-        if not 0.0 <= a.confidence_threshold <= 1.0:
-            raise t.fail("confidence_threshold", "a number in [0, 1]", a.confidence_threshold)
+        a = parse_app(t, by_name)
         if any(o.name == a.name for o in apps):
             raise t.fail("name", "a name not used by another app", a.name)
-        if len(set(a.models)) != len(a.models):
-            raise t.fail("models", "distinct model names", list(a.models))
-        for mname in a.models:
-            m = by_name.get(mname)
-            if m is None:
-                raise t.fail("models", f"names of [[models]] ({', '.join(by_name) or 'none defined'})", mname)
-            if (m.input_type, m.input_shape) != (a.input_type, a.input_shape):
-                raise t.fail(
-                    "input_type/input_shape",
-                    f"the linked model's {m.input_type}{list(m.input_shape)}",
-                    f"{a.input_type}{list(a.input_shape)}",
-                )
         apps.append(a)
-    if not apps:
+    if not apps and not allow_no_apps:
         raise ConfigError(f"{source}: expected at least one [[apps]] table")
 
     kw = dict(
