@@ -34,16 +34,17 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from schooner.engine.config import ConfigError
-
 log = logging.getLogger(__name__)
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 SMI_QUERY = "index,uuid,name,memory.total,pci.bus_id"
 
 
-class GpuConfigError(ConfigError):
-    """A model asks for a GPU this machine cannot give it; the message names the model."""
+class GpuConfigError(ValueError):
+    """A model asks for a GPU this machine cannot give it; the message names the model.
+
+    Not a subclass of `schooner.engine.config.ConfigError` so that this module imports without
+    orjson (the GPU machine's image lacks it); the supervisor refuses to start on either."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from schooner.ipc.arrow_lite import FrameCodec
-from schooner.ipc.frames import ScoresCodec
 
 PAGE_NBYTES = mmap.PAGESIZE
 
@@ -149,10 +149,13 @@ class Staged:
 
 
 class _OutputFraming:
-    """The Arrow framing of a numeric result, bytes before its data, cached per (dtype, width, n)."""
+    """The Arrow framing of a numeric result -- the bytes before its data -- cached per
+    (dtype, width, n). The same stream `schooner.ipc.frames.ScoresCodec.write` produces (a test
+    compares them byte for byte), built here from pyarrow and arrow_lite alone so that this
+    module needs no orjson (absent on the GPU machine's image)."""
 
     def __init__(self) -> None:
-        self._codec = ScoresCodec()
+        self._heads: dict[tuple[str, int], tuple[bytes, FrameCodec]] = {}
         self._cache: dict[tuple[str, int, int], tuple[bytes, int, int]] = {}
 
     def get(self, dtype: np.dtype, shape: tuple[int, ...]) -> tuple[bytes, int, int]:
@@ -161,14 +164,23 @@ class _OutputFraming:
         key = (dtype.str, width, n)
         entry = self._cache.get(key)
         if entry is None:
+            head, codec = self._heads.get(key[:2]) or self._head(dtype, width)
             zeros = np.zeros(shape, dtype)
-            scratch = bytearray(zeros.nbytes + 4096)
-            total = self._codec.write(memoryview(scratch), zeros)
+            scratch = bytearray(len(head) + zeros.nbytes + 4096)
+            scratch[: len(head)] = head
+            total = len(head) + codec.write(memoryview(scratch)[len(head) :], n, [zeros])
             data_off = total - ((zeros.nbytes + 7) & ~7)  # the single data buffer ends the body
             entry = (bytes(scratch[:data_off]), data_off, total)
             if len(self._cache) >= 512:
                 self._cache.clear()
             self._cache[key] = entry
+        return entry
+
+    def _head(self, dtype: np.dtype, width: int) -> tuple[bytes, FrameCodec]:
+        t = pa.from_numpy_dtype(dtype)
+        schema = pa.schema([("scores", pa.list_(t, width) if width else t)])
+        entry = (schema.serialize().to_pybytes(), FrameCodec(schema))
+        self._heads[(dtype.str, width)] = entry
         return entry
 
 

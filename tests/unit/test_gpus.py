@@ -136,7 +136,7 @@ def test_errors_name_the_model():
         GpuPlacement(gpus(), allowed_cpus=range(2), cupy_present=False).place("resnet", "cuda", 1, "gpu")
     with pytest.raises(GpuConfigError, match="model resnet: device 'tpu'"):
         GpuPlacement(gpus(), allowed_cpus=range(2)).place("resnet", "tpu", 1)
-    assert issubclass(GpuConfigError, ConfigError)
+    assert issubclass(GpuConfigError, ValueError)
     # a model that places itself (input_device = "cpu") does not need cupy
     GpuPlacement(gpus(), allowed_cpus=range(2), cupy_present=False).place("resnet", "cuda", 1, "cpu")
 
@@ -159,8 +159,9 @@ def test_local_device_is_cpu_or_the_only_visible_gpu():
     assert local_device("cuda:3") == "cuda:0" and local_device(("cuda:1", "cuda:2")) == "cuda:0"
 
 
-def test_importing_gpus_imports_no_cuda_library():
-    code = "import sys, schooner.engine.gpus; print(sorted(m for m in ('cupy', 'torch', 'pynvml') if m in sys.modules))"
+def test_importing_gpus_and_ingest_imports_no_cuda_library_nor_orjson_or_posix_ipc():
+    code = ("import sys, schooner.engine.gpus, schooner.model_procs.ingest; "
+            "print(sorted(m for m in ('cupy', 'torch', 'pynvml', 'orjson', 'posix_ipc') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
