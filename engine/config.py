@@ -46,7 +46,8 @@ class ModelConfig:
     input_shape: tuple[int, ...]
     max_batch_size: int = 64
     replicas: int = 1
-    device: str = "cpu"
+    device: str | tuple[str, ...] = "cpu"  # "cpu", "cuda" (every visible GPU), "cuda:N", or a tuple of those
+    input_device: str = "cpu"  # "gpu": the model gets its batch on the device (CuPy/torch); "cpu": numpy
     output_slot_nbytes: int = 4 * MIB
     init_args: dict = field(default_factory=dict)  # keyword arguments for the model class
     batch_size: int = -1  # > 0: fixed batch size; -1: adaptive (AIMD), as in Clipper
@@ -58,6 +59,10 @@ class ModelConfig:
     output_shape: tuple[int, ...] = ()  # per query, without the batch dimension; -1 = any
     current: bool = True  # the version apps and `/v2/models/{name}` use (one per name)
     deleted: bool = False  # removed while serving: kept as a tombstone so indices stay stable
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device, list):  # from JSON: a list of devices becomes a tuple
+            object.__setattr__(self, "device", tuple(self.device))
 
     @property
     def input_width(self) -> int:
@@ -211,6 +216,34 @@ class _Table:
             raise ConfigError(f"{self.src}: {self.where}: unknown key(s) {', '.join(extra)}")
 
 
+_DEVICE_EXPECTED = "\"cpu\", \"cuda\" (every visible GPU), \"cuda:N\", or a list of \"cuda\"/\"cuda:N\""
+
+
+def _device(t: _Table) -> str | tuple[str, ...]:
+    value = t.get("device", (str, list), _DEVICE_EXPECTED, "cpu")
+    entries = [value] if isinstance(value, str) else value
+    if not entries or not all(isinstance(e, str) and re.fullmatch(r"cpu|cuda(:\d+)?", e) for e in entries):
+        raise t.fail("device", _DEVICE_EXPECTED, value)
+    if isinstance(value, list) and "cpu" in value:
+        raise t.fail("device", "GPUs only in a device list (\"cpu\" stands alone)", value)
+    return value if isinstance(value, str) else tuple(value)
+
+
+def _input_device(t: _Table, input_type: str, device: object) -> str:
+    """Where the model receives its batch: "cpu" (numpy view of the slot, the default for
+    device = "cpu" and for bytes/strings) or "gpu" (on the device, the default otherwise)."""
+    on_gpu = device != "cpu"
+    numeric = input_type not in ("bytes", "strings")
+    value = t.get("input_device", str, "\"cpu\" or \"gpu\"", "gpu" if on_gpu and numeric else "cpu")
+    if value not in ("cpu", "gpu"):
+        raise t.fail("input_device", "\"cpu\" or \"gpu\"", value)
+    if value == "gpu" and not on_gpu:
+        raise t.fail("input_device", "\"cpu\" for a model on device \"cpu\" (\"gpu\" needs device = \"cuda...\")", value)
+    if value == "gpu" and not numeric:
+        raise t.fail("input_device", f"\"cpu\" for input_type {input_type} (only numeric batches go to the GPU)", value)
+    return value
+
+
 def parse_model(t: _Table) -> ModelConfig:
     """One model version from a [[models]] table (or an admin add_model body)."""
     itype = t.input_type()
@@ -222,7 +255,8 @@ def parse_model(t: _Table) -> ModelConfig:
         input_shape=t.shape(itype),
         max_batch_size=t.positive("max_batch_size", 64),
         replicas=t.positive("replicas", 1, minimum=0),
-        device=t.get("device", str, "a device string like \"cpu\" or \"cuda:0\"", "cpu"),
+        device=_device(t),
+        input_device=_input_device(t, itype, t.data.get("device", "cpu")),
         output_slot_nbytes=t.positive("output_slot_nbytes", 4 * MIB, minimum=4096),
         init_args=t.get("init_args", dict, "a table of keyword arguments for the model class", {}),
         batch_size=t.get("batch_size", int, "-1 (adaptive) or a fixed batch size >= 1", -1),
@@ -248,8 +282,6 @@ def parse_model(t: _Table) -> ModelConfig:
         raise t.fail("aimd_target_fraction", "a number in (0, 1]", m.aimd_target_fraction)
     if not _VERSION.match(m.version):
         raise t.fail("version", "a label of letters, digits, '-', '_', '.' (no ':' or ',')", m.version)
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", m.device):
-        raise t.fail("device", "\"cpu\" or \"cuda:N\"", m.device)
     t.check_unknown()
     return m
 

@@ -9,7 +9,10 @@ An entry point is ``package.module:attr``. `attr` may be
 
 ``batch`` is a numpy array of shape ``(n, *input_shape)`` (a zero-copy view of the input ring
 slot, valid only during the call) for numeric input types, or a list of ``bytes``/``str`` for
-``bytes``/``strings``. ``scores`` is anything ``numpy.asarray`` accepts (torch tensors too) with
+``bytes``/``strings``. With ``input_device = "gpu"`` the batch is instead a ``cupy.ndarray``
+(or a ``torch.Tensor`` when the model prefers torch, see `ModelRunner.prefers_torch`) of the same
+shape on the process's GPU, valid only during the call; a result on the device is copied back
+without a host round trip. ``scores`` is anything ``numpy.asarray`` accepts (torch tensors too) with
 ``n`` rows: shape ``(n,)`` gives one JSON value per query, ``(n, k)`` a JSON array.
 """
 
@@ -56,6 +59,19 @@ class ModelRunner:
         if callable(target):
             return cls(target)
         raise ModelLoadError(f"{entry_point} is neither a class, an object with predict, nor a function")
+
+    @property
+    def prefers_torch(self) -> bool:
+        """Whether a model with ``input_device = "gpu"`` gets a ``torch.Tensor`` (else a
+        ``cupy.ndarray``): the model says ``input_array = "torch"``, or is a torch module.
+        Decided without importing torch."""
+        obj = self.obj
+        if obj is None:
+            return getattr(self._predict, "input_array", "") == "torch"
+        declared = getattr(obj, "input_array", "")
+        if declared:
+            return declared == "torch"
+        return any(c.__module__.split(".")[0] == "torch" for c in type(obj).__mro__)
 
     def predict(self, batch) -> np.ndarray:
         return self._predict(batch)

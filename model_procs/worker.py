@@ -9,6 +9,13 @@ closing means the supervisor is gone, and the worker exits.
 When the scheduler dies and is replaced, the supervisor sends `Rebind` with fresh rings: the
 worker drops the old ones with whatever they hold (a batch being written back is abandoned:
 its queries were answered 503 already) and answers `Rebound`.
+
+With ``input_device = "gpu"`` the batch goes through `schooner.model_procs.ingest`: both ring
+mappings are page-locked at start (and again after a `Rebind`, the old ones unregistered
+before they are closed), each batch is copied to a device buffer while the previous one
+computes, the input slot is released once its copy has completed, and a device result is
+copied straight into the output slot, which is published after that copy. ``input_device =
+"cpu"`` hands the model the numpy view of the slot, as before.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import logging
 import os
 import socket
 
+from schooner.engine.gpus import local_device
 from schooner.engine.spawn import ModelArgs, setup_logging
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
 from schooner.ipc.shm import Segment
+from schooner.model_procs.ingest import CupyBackend, DeviceBackend, DeviceIngest
 from schooner.model_procs.runner import ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -30,7 +39,8 @@ log = logging.getLogger(__name__)
 class ModelProc:
     """Shell around a `ModelRunner`: rings in, rings out, nothing decided here."""
 
-    def __init__(self, args: ModelArgs, runner: ModelRunner, name: str = "") -> None:
+    def __init__(self, args: ModelArgs, runner: ModelRunner, name: str = "",
+                 backend: DeviceBackend | None = None) -> None:
         cfg = args.config.models[args.model]
         self.cfg = cfg
         self.name = name
@@ -46,17 +56,26 @@ class ModelProc:
         self.input_codec = FrameCodec(frames.model_input_schema(cfg.input_type, cfg.input_shape))
         self.outputs = RingWriter(Segment.attach(args.output_ring), sched_bell)
         self.scores = frames.ScoresCodec()
+        self.ingest: DeviceIngest | None = None  # set: batches go to the device (input_device = "gpu")
+        if backend is not None:
+            self.ingest = DeviceIngest(backend, self.input_codec, cfg.input_shape)
+            self.ingest.attach([self.inputs.segment.buf, self.outputs.segment.buf])
 
     def serve(self) -> int:
         fds = [self.bell.fileno(), self.ctrl.fileno()]
-        while True:
-            ready = wait_any(fds, None)
-            if self.ctrl.fileno() in ready and not self._control():
-                return 0
-            self.bell.clear()
-            while self.inputs.pending():
-                if not self._one_batch():
+        one_batch = self._one_batch if self.ingest is None else self._one_batch_on_device
+        try:
+            while True:
+                ready = wait_any(fds, None)
+                if self.ctrl.fileno() in ready and not self._control():
                     return 0
+                self.bell.clear()
+                while self.inputs.pending():
+                    if not one_batch():
+                        return 0
+        finally:
+            if self.ingest is not None:
+                self.ingest.detach()  # unregister before the mappings go away with the process
 
     def _control(self) -> bool:
         """Handle one control message; False when the worker must exit."""
@@ -67,8 +86,12 @@ class ModelProc:
             old = (self.inputs, self.outputs)
             self.inputs = RingReader(Segment.attach(msg.ring_in), self.sched_bell)
             self.outputs = RingWriter(Segment.attach(msg.ring_out), self.sched_bell)
-            for ring in old:
-                ring.close()
+            if self.ingest is not None:  # unregister the old mappings, close them, register the new
+                self.ingest.rebind([self.inputs.segment.buf, self.outputs.segment.buf],
+                                   lambda: [ring.close() for ring in old])
+            else:
+                for ring in old:
+                    ring.close()
             self.generation += 1
             protocol.send(self.ctrl, protocol.Rebound(self.name))
             log.info("rebound to a new scheduler's rings")
@@ -93,9 +116,33 @@ class ModelProc:
         reader.release(1)
         return self._write(scores, error)
 
-    def _write(self, scores, error: str | None) -> bool:
+    def _one_batch_on_device(self) -> bool:
+        ingest = self.ingest
+        ingest.stage(self.inputs)  # this batch and the next: the next copy overlaps this compute
+        staged, x = ingest.take()
+        on_device = False
+        try:
+            with ingest.backend.computing():
+                y = self.runner.predict(x)
+                on_device = ingest.is_device_array(y)
+                scores = ingest.prepare_output(y, staged.n) if on_device else self.scores.normalize(y, staged.n)
+            error = None
+        except Exception as e:  # the model's failure is this batch's answer, not ours
+            scores, error = None, f"{type(e).__name__}: {e}"
+        x = y = None
+        ingest.release_copied(self.inputs, upto=staged)
+        generation = self.generation
+        ok = self._write(scores, error, on_device)
+        if self.generation == generation:
+            ingest.finish(staged)
+        return ok
+
+    def _write(self, scores, error: str | None, on_device: bool = False) -> bool:
         writer = self.outputs
-        if error is None:
+        if on_device and error is None:
+            def encode(slot):
+                return self.ingest.write_output(slot, scores)
+        elif error is None:
             def encode(slot):
                 return self.scores.write(slot, scores)
         else:
@@ -123,11 +170,31 @@ def run_model(args: ModelArgs) -> int:
     setup_logging(name)
     ctrl = socket.socket(fileno=os.dup(args.control_fd))
     try:
-        runner = ModelRunner.load(cfg.entry_point, cfg.device, cfg.init_args)
+        runner = ModelRunner.load(cfg.entry_point, local_device(cfg.device), cfg.init_args)
     except ModelLoadError as e:
         protocol.send(ctrl, protocol.Fatal(protocol.Role.MODEL, name, str(e)))
         return 2
-    proc = ModelProc(args, runner, name)
+    backend = None
+    if cfg.input_device == "gpu":
+        try:
+            backend = CupyBackend(frames.NUMPY_DTYPES[cfg.input_type], cfg.max_batch_size * cfg.input_width,
+                                  torch_input=runner.prefers_torch)
+        except ImportError as e:
+            why = f"model {cfg.name}: input_device = \"gpu\" needs CuPy ({e}); pip install 'schooner[gpu]'"
+            protocol.send(ctrl, protocol.Fatal(protocol.Role.MODEL, name, why))
+            return 2
+        except Exception as e:  # no driver, no visible GPU, out of device memory
+            why = f"model {cfg.name}: no usable GPU for input_device = \"gpu\": {type(e).__name__}: {e}"
+            protocol.send(ctrl, protocol.Fatal(protocol.Role.MODEL, name, why))
+            return 2
+    try:
+        proc = ModelProc(args, runner, name, backend)
+    except Exception as e:
+        if backend is None:
+            raise
+        why = f"model {cfg.name}: page-locking the rings failed: {type(e).__name__}: {e}"
+        protocol.send(ctrl, protocol.Fatal(protocol.Role.MODEL, name, why))
+        return 2
     protocol.send(ctrl, protocol.Ready(protocol.Role.MODEL, name, os.getpid()))
     ctrl.close()
     log.info("serving %s (incarnation %d)", cfg.entry_point, args.incarnation)
