@@ -59,6 +59,7 @@ class ModelConfig:
     output_shape: tuple[int, ...] = ()  # per query, without the batch dimension; -1 = any
     current: bool = True  # the version apps and `/v2/models/{name}` use (one per name)
     deleted: bool = False  # removed while serving: kept as a tombstone so indices stay stable
+    gpus: tuple[int, ...] = ()  # set by the supervisor: the GPU (NVML index) of each replica
 
     def __post_init__(self) -> None:
         if isinstance(self.device, list):  # from JSON: a list of devices becomes a tuple
@@ -128,7 +129,8 @@ class ServerConfig:
     def from_json(cls, data: bytes | str) -> ServerConfig:
         d = orjson.loads(data)
         d["models"] = tuple(
-            ModelConfig(**{**m, "input_shape": tuple(m["input_shape"]), "output_shape": tuple(m["output_shape"])})
+            ModelConfig(**{**m, "input_shape": tuple(m["input_shape"]), "output_shape": tuple(m["output_shape"]),
+                           "gpus": tuple(m.get("gpus", ()))})
             for m in d["models"]
         )
         d["apps"] = tuple(

@@ -30,6 +30,7 @@ every segment this instance created is unlinked.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -44,6 +45,13 @@ from enum import IntEnum
 
 from schooner.engine.config import ServerConfig
 from schooner.engine.core.metrics import MetricSet
+from schooner.engine.gpus import (
+    GpuConfigError,
+    GpuPlacement,
+    cupy_installed,
+    discover_gpus,
+    is_gpu_device,
+)
 from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode_args
 from schooner.ipc import protocol
 from schooner.ipc.board import Board, board_nbytes
@@ -141,6 +149,7 @@ class Supervisor:
         self.board: Board | None = None
         self._board_seg: Segment | None = None
         self.scheduler: Child | None = None
+        self.gpu_placer: GpuPlacement | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -222,10 +231,12 @@ class Supervisor:
 
     # -- spawning ---------------------------------------------------------------------------
 
-    def _spawn(self, role: protocol.Role, name: str, make_args, fds: list[int]) -> Child:
+    def _spawn(self, role: protocol.Role, name: str, make_args, fds: list[int],
+               extra_env: dict[str, str] | None = None, cpus: tuple[int, ...] = ()) -> Child:
         parent, child_end = protocol.control_pair()
         args = make_args(child_end.fileno())
         env = dict(os.environ)
+        env.update(extra_env or {})
         path = [*self.cfg.python_path, os.getcwd()]
         if env.get("PYTHONPATH"):
             path.append(env["PYTHONPATH"])
@@ -235,7 +246,7 @@ class Supervisor:
             pass_fds=[child_end.fileno(), *fds],
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_child_signals,
+            preexec_fn=_child_signals if not cpus else lambda: _child_signals(cpus),
         )
         child_end.close()
         child = Child(role, name, popen, parent, ProcessSentinel(popen.pid), time.monotonic() + self.cfg.ready_timeout_s)
@@ -269,15 +280,39 @@ class Supervisor:
         inc = slot.incarnation
         rin, rout = self._model_rings(mi, ri)
         bell = self.model_bells[mi][ri]
+        place = self._placement(mi, ri)
         child = self._spawn(
             protocol.Role.MODEL, f"model[{m.name}:{m.version}:{ri}]",
             lambda fd: ModelArgs(self.cfg, mi, ri, inc, fd, bell.fd, self.sched_bell.fd, rin, rout),
-            [bell.fd, self.sched_bell.fd],
+            [bell.fd, self.sched_bell.fd], place.env if place else None, place.cpus if place else (),
         )
         child.model, child.replica, child.incarnation, child.rings = mi, ri, inc, (rin, rout)
         slot.child = child
         slot.respawn_at = None
         return child
+
+    def _placement(self, mi: int, ri: int):
+        """Where replica `ri` of model `mi` runs (GPU env and CPUs), or None on the CPU."""
+        m = self.cfg.models[mi]
+        if not is_gpu_device(m.device):
+            return None
+        return self.gpu_placer.place(m.name, m.device, max(ri + 1, m.replicas), m.input_device)[ri]
+
+    def _place_gpus(self, cfg: ServerConfig) -> ServerConfig:
+        """Check every GPU model against the machine (never touching CUDA here) and record
+        each replica's GPU in the config the children get. Raises GpuConfigError."""
+        if not any(is_gpu_device(m.device) for m in cfg.models):
+            return cfg
+        if self.gpu_placer is None:
+            self.gpu_placer = GpuPlacement(discover_gpus(os.cpu_count() or 1), sorted(os.sched_getaffinity(0)),
+                                           os.environ.get("CUDA_VISIBLE_DEVICES"), cupy_installed())
+        models = []
+        for m in cfg.models:
+            if is_gpu_device(m.device) and not m.deleted:
+                placed = self.gpu_placer.place(m.name, m.device, max(m.replicas, 1), m.input_device)
+                m = dataclasses.replace(m, gpus=tuple(p.gpu.index for p in placed if p.gpu is not None))
+            models.append(m)
+        return dataclasses.replace(cfg, models=tuple(models))
 
     def _spawn_scheduler(self) -> Child:
         cfg = self.cfg
@@ -311,6 +346,10 @@ class Supervisor:
     def start(self) -> None:
         """Bring every process up; returns when all are Ready. Raises StartupError."""
         sweep_stale(keep_instance=self.instance)
+        try:
+            self.cfg = self._place_gpus(self.cfg)
+        except GpuConfigError as e:
+            raise StartupError(str(e)) from None
         cfg = self.cfg
         try:
             self.listen_socks = self._listen_sockets()
@@ -642,9 +681,13 @@ def _ordinal(n: int) -> str:
     return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
-def _child_signals() -> None:
+def _child_signals(cpus: tuple[int, ...] = ()) -> None:
     """In the child before exec: the supervisor alone decides when children stop, so a
-    terminal's Ctrl-C (sent to the whole process group) does not kill them mid-drain."""
+    terminal's Ctrl-C (sent to the whole process group) does not kill them mid-drain. A GPU
+    model process is pinned to its GPU's local CPUs (the supervisor never touched CUDA, so
+    the fork is safe)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the supervisor drains

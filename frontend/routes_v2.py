@@ -267,7 +267,10 @@ class V2Routes:
                 "default_queue_policy": {"default_timeout_microseconds": r.latency_slo_micros},
             }
             cfg["parameters"] = {"batching": {"string_value": "aimd" if m.batch_size < 0 else "fixed"}}
-            cfg["instance_group"] = [{"count": m.replicas, "kind": "KIND_CPU" if m.device == "cpu" else "KIND_GPU"}]
+            group = {"count": m.replicas, "kind": "KIND_CPU" if m.device == "cpu" else "KIND_GPU"}
+            if m.gpus:
+                group["gpus"] = sorted(set(m.gpus))
+            cfg["instance_group"] = [group]
         return cfg
 
     def _stats(self, ri: int, name: str) -> dict:

@@ -209,6 +209,8 @@ class FrontendProc:
         texts = []
         for board in self.boards:
             texts.append(self.metrics.render() if board is self.own_board else board.read().decode(errors="replace"))
+        if any(m.gpus for m in self.cfg.models):
+            texts.append(_gpu_metrics())
         return merge_texts(texts).encode()
 
     # -- queries in -------------------------------------------------------------------------
@@ -780,6 +782,18 @@ class HttpConnection(asyncio.Protocol):
         if self.paused and len(q) <= PIPELINE_PAUSE // 2:
             self.paused = False
             t.resume_reading()
+
+
+def _gpu_metrics() -> str:
+    """Per-GPU gauges from NVML (no CUDA context; empty without NVML)."""
+    from schooner.engine.gpus import gpu_gauges
+
+    mx = MetricSet()
+    for gpu, used, util in gpu_gauges():
+        labels = {"gpu": str(gpu.index), "uuid": gpu.uuid}
+        mx.gauge("schooner_gpu_memory_used_bytes", "GPU memory in use (NVML)", **labels).set(used)
+        mx.gauge("schooner_gpu_utilization_ratio", "GPU busy fraction over NVML's last sample period", **labels).set(util / 100)
+    return mx.render()
 
 
 def _connection_cap(configured: int) -> int:
