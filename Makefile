@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml | $(PY)
 run: $(STAMP)  ## serve the built-in demo on http://127.0.0.1:1337
 	$(VENV)/bin/schooner serve
 
-test: $(STAMP)  ## every test (GPU tests skip without CUDA)
-	$(PY) -m pytest tests
+# Every test folder: pytest ignores `testpaths` when given paths, so they are all named here.
+TEST_DIRS := tests $(wildcard benchmarks tools)
+LINT_DIRS := $(wildcard engine ipc frontend model_procs tests benchmarks tools)
+
+test: $(STAMP)  ## every test (GPU tests skip without CUDA), the benchmark harness's and tools' too
+	$(PY) -m pytest $(TEST_DIRS)
 
 bench: $(STAMP)  ## wrk sweep: Schooner vs the inline server vs the model alone (~3 min)
 	$(PY) -m benchmarks.run
@@ -30,8 +34,8 @@ bench-full: $(STAMP)  ## every benchmark, one after another (~30 min); results i
 	$(PY) -m benchmarks.metrics_overhead
 	$(PY) -m benchmarks.perf_analyzer_bench --shm
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check engine ipc frontend model_procs tests benchmarks tools
+lint: $(STAMP)  ## ruff over every source folder that exists
+	$(VENV)/bin/ruff check $(LINT_DIRS)
 
 sweep: $(STAMP)  ## remove shared memory left by dead instances
 	$(VENV)/bin/schooner sweep
