@@ -132,6 +132,17 @@ def cpu_count(cpus: str | None) -> int:
     return n
 
 
+def cpu_list(cpus: str | None) -> tuple[int, ...] | None:
+    """ "0,2-3" -> (0, 2, 3); None for None."""
+    if not cpus:
+        return None
+    out: list[int] = []
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return tuple(out)
+
+
 def pinned(argv: list[str], cpus: str | None) -> list[str]:
     """``argv`` under ``taskset -c cpus`` when given; taskset execs, so the pid stays the program's."""
     return ["taskset", "-c", cpus, *argv] if cpus else list(argv)

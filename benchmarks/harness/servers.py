@@ -88,6 +88,10 @@ class ServerProc:
         self.stop_report: StopReport | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> ServerProc:
         self.start()
         try:

@@ -1,6 +1,6 @@
 """What counting costs on the hot path: the scheduler core and the frontend's per-request calls.
 
-``python -m benchmarks.metrics_overhead [--quick]`` prints, from one run:
+``python -m benchmarks scheduler-core [--quick]`` prints, from one run:
 
 1. **Scheduler core, in-process, fake clock.** ``SchedulerCore`` is driven the way the
    scheduler process drives it and the unit tests do (``tests/unit/test_scheduler_rules.py``):
@@ -61,7 +61,6 @@ import argparse
 import ast
 import gc
 import inspect
-import platform
 import statistics
 import sys
 import tempfile
@@ -69,17 +68,18 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import psutil
 
 import schooner.engine.core.scheduler as scheduler_module
-from benchmarks.run import RESULTS_DIR, git_info, host_info, package_version
-from benchmarks.server_proc import LOOPBACK, ServerProc, ServerStartError, free_port
+from benchmarks.drivers.wrk import WrkError, ensure_wrk, run_wrk, write_bodies
+from benchmarks.harness.machine import default_client_cpus
+from benchmarks.harness.results import ResultWriter
+from benchmarks.harness.servers import ServerStartError
+from benchmarks.systems import StartContext
+from benchmarks.systems.schooner import SchoonerSystem
 from benchmarks.workloads import WORKLOADS, make_inputs, request_body
-from benchmarks.wrk_driver import WrkError, ensure_wrk, run_wrk, write_bodies
 from schooner.engine.core.metrics import Counter, Gauge, Histogram, MetricSet
 from schooner.engine.core.scheduler import AppRoute, ModelSpec, Query, SchedulerCore
 
@@ -636,30 +636,6 @@ class LiveResult:
     error: str | None = None
 
 
-def live_config_toml() -> str:
-    w = WORKLOADS[LIVE_WORKLOAD]
-    return f"""\
-[[models]]
-name = "{w.name}"
-version = "1"
-entry_point = "{w.entry_point}"
-input_type = "floats"
-input_shape = [16]
-max_batch_size = 64
-replicas = 1
-device = "cpu"
-
-[[apps]]
-name = "{w.name}"
-input_type = "floats"
-input_shape = [16]
-latency_slo_micros = 100000
-default_output = "-1"
-models = ["{w.name}"]
-cache = false
-"""
-
-
 def role_of(process: psutil.Process) -> str | None:
     try:
         cmdline = " ".join(process.cmdline())
@@ -683,49 +659,29 @@ def cpu_ns(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
 
 
 def measure_live(duration_s: int, work_dir: Path) -> LiveResult:
-    from benchmarks.run import default_wrk_cpus
-
+    """Schooner serving W1 (cache off) under wrk; psutil's CPU time per request of each role."""
     result = LiveResult(LIVE_WORKLOAD, LIVE_CONCURRENCY, duration_s)
-    port = free_port()
-    config_path = work_dir / "metrics-overhead-live.toml"
-    config_path.write_text(live_config_toml())
-    argv = [
-        sys.executable,
-        "-m",
-        "schooner.engine.cli",
-        "serve",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-    ]
-    server = ServerProc(
-        "schooner w1 (live)", argv, port, Path(__file__).resolve().parents[1], work_dir / "live.log"
-    )
+    running = None
     try:
         wrk = ensure_wrk()
         bodies = work_dir / "live-bodies.jsonl"
         write_bodies(bodies, (request_body(row) for row in make_inputs(200_000, LIVE_INPUT_SEED)))
-        url = f"http://{LOOPBACK}:{port}/{LIVE_WORKLOAD}/predict"
-        with server:
-            assert server._proc is not None
-            children = psutil.Process(server._proc.pid).children(recursive=True)
-            processes: dict[str, list[psutil.Process]] = {
-                "scheduler": [],
-                "frontend": [],
-                "model": [],
-            }
-            for child in children:
-                role = role_of(child)
-                if role is not None:
-                    processes[role].append(child)
-            if not processes["scheduler"] or not processes["frontend"]:
-                result.error = f"could not find the scheduler/frontend processes among {len(children)} children"
-                return result
-            run_wrk(wrk, url, LIVE_CONCURRENCY, LIVE_WARMUP_S, bodies, default_wrk_cpus())
-            before = cpu_ns(processes)
-            wrk_result = run_wrk(wrk, url, LIVE_CONCURRENCY, duration_s, bodies, default_wrk_cpus())
-            after = cpu_ns(processes)
+        running = SchoonerSystem().start(WORKLOADS[LIVE_WORKLOAD], StartContext(work_dir, None, 100.0))
+        url = running.url(WORKLOADS[LIVE_WORKLOAD])
+        children = psutil.Process(running.pid).children(recursive=True)
+        processes: dict[str, list[psutil.Process]] = {"scheduler": [], "frontend": [], "model": []}
+        for child in children:
+            role = role_of(child)
+            if role is not None:
+                processes[role].append(child)
+        if not processes["scheduler"] or not processes["frontend"]:
+            result.error = f"could not find the scheduler/frontend processes among {len(children)} children"
+            return result
+        cpus = default_client_cpus()
+        run_wrk(wrk, url, LIVE_CONCURRENCY, LIVE_WARMUP_S, bodies, cpus)
+        before = cpu_ns(processes)
+        wrk_result = run_wrk(wrk, url, LIVE_CONCURRENCY, duration_s, bodies, cpus)
+        after = cpu_ns(processes)
         if wrk_result.error_count:
             result.error = f"wrk saw {wrk_result.error_count} errors"
         n = wrk_result.requests
@@ -737,6 +693,9 @@ def measure_live(duration_s: int, work_dir: Path) -> LiveResult:
             result.model_cpu_ns_per_request = (after["model"] - before["model"]) / n
     except (ServerStartError, WrkError, psutil.Error) as exc:
         result.error = str(exc)
+    finally:
+        if running is not None:
+            running.stop()
     return result
 
 
@@ -777,23 +736,17 @@ def core_table(
     return "\n".join(lines)
 
 
-def versions() -> dict[str, str | None]:
-    return {
-        "python": platform.python_version(),
-        **{n: package_version(n) for n in ("numpy", "orjson", "psutil", "schooner")},
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.metrics_overhead", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks scheduler-core", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer, shorter rounds, for a smoke run"
     )
     parser.add_argument("--no-live", action="store_true", help="skip the live-server context")
+    parser.add_argument("--publish", action="store_true", help="also write benchmarks/published/scheduler-core.json")
     args = parser.parse_args(argv)
-    started = datetime.now(UTC)
+    writer = ResultWriter("scheduler-core", vars(args))
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
     per_segment = QUICK_QUERIES_PER_SEGMENT if args.quick else QUERIES_PER_SEGMENT
     scenarios = [Scenario(b, c) for c in (False, True) for b in BATCH_SIZES]
@@ -952,11 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     document = {
-        "started_utc": started.isoformat(),
-        "git": git_info(),
-        "host": host_info(),
-        "versions": versions(),
-        "config": {
+        "settings": {
             "rounds": rounds,
             "queries_per_segment": per_segment,
             "batch_sizes": BATCH_SIZES,
@@ -990,10 +939,8 @@ def main(argv: list[str] | None = None) -> int:
         "render_ns": {"scheduler_core": render_core_ns, "frontend": render_fe_ns},
         "live": asdict(live) if live else None,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"metrics-overhead-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    print(f"\nresults: {path}")
+    paths = writer.write(document, publish=getattr(args, "publish", False))
+    print("\nresults: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -1003,5 +950,4 @@ def noop_core(scenario: Scenario) -> SchedulerCore:
     return core
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+

@@ -1,23 +1,19 @@
-"""PNG plots of a ``benchmarks.scheduler_bench`` result, drawn from its JSON document only.
+"""PNG plots of a ``scheduler`` result, drawn from its JSON document only.
 
 Owns the figures: ``<stem>-aimd-limit.png`` (the AIMD batch limit of each batching subject over
 its warm-up and measured run, sampled from ``/metrics``, with the analytic n* of the synthetic
 model) and ``<stem>-summary.png`` (one panel per section: req/s per setting, answered/s and p99
 annotated). Because it reads the JSON only, a result can be re-plotted later:
 
-    .venv/bin/python -m benchmarks.scheduler_plots benchmarks/results/scheduler-<UTC>.json
+    .venv/bin/python -m benchmarks.plots benchmarks/results/scheduler-<UTC>.json
 
 matplotlib is optional: without it, ``plot_results`` says so and draws nothing.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import orjson
 
 
 def plot_results(document: dict, stem: Path) -> list[str]:
@@ -146,21 +142,3 @@ def plot_summary(plt, runs: Sequence[dict], config: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scheduler_plots", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "result", type=Path, help="a scheduler-<UTC>.json written by scheduler_bench"
-    )
-    args = parser.parse_args(argv)
-    document = orjson.loads(args.result.read_bytes())
-    for line in plot_results(document, args.result.with_suffix("")):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The load generator's own ceiling: how fast it sends on schedule, against the inline W1 server.
 
-``python -m benchmarks.drivers.loadgen.ceiling [--workers 1,2] [--duration 2] [--max-rate 64000]``
+``python -m benchmarks ceiling [--workers 1,2] [--duration 2] [--max-rate 64000]``
 
 Owns the generator's self-check. For each worker count, one inline server
 (``benchmarks.inline_server``, W1: the cheapest answers this repository has) is started fresh,
@@ -28,22 +28,25 @@ JSON: ``benchmarks/results/loadgen-ceiling-<UTC>.json``.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
-import psutil
 
-from benchmarks.drivers.loadgen.driver import LoadGenConfig, OpenLoopPlan, OpenLoopSummary, run_open_loop
+from benchmarks.drivers.loadgen.driver import (
+    LoadGenConfig,
+    OpenLoopPlan,
+    OpenLoopSummary,
+    run_open_loop,
+)
 from benchmarks.drivers.loadgen.schedule import ArrivalSpec, arrivals
-from benchmarks.run import BUSY_SAMPLE_S, RESULTS_DIR, git_info, host_info
-from benchmarks.server_proc import LOOPBACK
-from benchmarks.study_systems import SystemContext, start_inline
-from benchmarks.workloads_extra import STUDY_WORKLOADS, request_stream
+from benchmarks.harness.machine import sample_busy
+from benchmarks.harness.results import ResultWriter
+from benchmarks.harness.servers import LOOPBACK
+from benchmarks.systems import StartContext
+from benchmarks.systems.inline import InlineSystem
+from benchmarks.workloads import WORKLOADS, request_stream
 
 DEFAULT_RATES = (
     2000,
@@ -82,13 +85,13 @@ def measure(
 ) -> dict[str, object]:
     server_cpus = "1" if workers == 1 else None
     worker_cpus = (0,) if workers == 1 else (0, 1)
-    workload = STUDY_WORKLOADS["w1"]
-    busy = psutil.cpu_percent(interval=BUSY_SAMPLE_S)
-    running = start_inline(workload, SystemContext(work_dir, server_cpus, 20_000))
-    port = int(running.base_url.rsplit(":", 1)[1])
+    workload = WORKLOADS["w1"]
+    busy = sample_busy().others_cpu_percent
+    running = InlineSystem().start(workload, StartContext(work_dir, server_cpus, 20.0))
+    port = running.port
     points = []
     print(
-        f"{workers} worker(s) on CPU {','.join(map(str, worker_cpus))}, inline W1 server on CPU {server_cpus or 'any'} (machine {busy:.0f}% busy before)",
+        f"{workers} worker(s) on CPU {','.join(map(str, worker_cpus))}, inline W1 server on CPU {server_cpus or 'any'} (others {busy:.0f}% of a CPU before)",
         flush=True,
     )
     try:
@@ -172,7 +175,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.drivers.loadgen.ceiling", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks ceiling", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--workers", default="1,2", help="worker counts to measure (default 1,2)")
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per rate")
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rate", type=int, default=DEFAULT_RATES[-1])
     parser.add_argument("--lag-limit-ms", type=float, default=1.0)
     args = parser.parse_args(argv)
-    started = datetime.now(UTC)
+    writer = ResultWriter("ceiling", vars(args))
     rates = [r for r in DEFAULT_RATES if r <= args.max_rate]
     results = []
     with tempfile.TemporaryDirectory(prefix="loadgen-ceiling-") as tmp:
@@ -208,21 +211,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{'none' if unsat is None else f'{unsat:,}/s'}; CPU-bound estimate "
             f"{'-' if bound is None else f'{bound:,.0f}/s'} ({'-' if cost is None else f'{cost:.1f}'} CPU µs/request there)"
         )
-    doc = {
-        "kind": "loadgen-ceiling",
-        "started_utc": started.isoformat(),
-        "git": git_info(),
-        "host": host_info(),
-        "config": vars(args),
-        "ceilings": ceilings,
-        "results": results,
-    }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"loadgen-ceiling-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    print(f"results: {path}")
+    paths = writer.write({"ceilings": ceilings, "results": results})
+    print("results: " + ", ".join(str(p) for p in paths))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

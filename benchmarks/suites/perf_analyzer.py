@@ -1,6 +1,6 @@
 """Schooner's Open Inference Protocol endpoint under Triton's perf_analyzer: JSON vs binary tensors.
 
-``python -m benchmarks.perf_analyzer_bench [--quick] [--shm]`` starts Schooner serving one model
+``python -m benchmarks perf-analyzer [--quick] [--shm]`` starts Schooner serving one model
 at a time (``benchmarks.server_proc``), drives ``POST /v2/models/<m>/infer`` with perf_analyzer
 (``benchmarks.perf_analyzer_driver``, installed into ``benchmarks/.venv-perf`` on first use) at
 each concurrency, once with binary tensors and once with JSON tensors (inputs and outputs alike),
@@ -32,22 +32,15 @@ flagged.
 from __future__ import annotations
 
 import argparse
-import http.client
-import platform
-import re
-import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import orjson
-import psutil
 
-from benchmarks.image_models import IMAGE_SHAPE
-from benchmarks.perf_analyzer_driver import (
+from benchmarks.drivers.perf_analyzer import (
     PaPointConfig,
     PaResult,
     PaUnstableError,
@@ -56,30 +49,23 @@ from benchmarks.perf_analyzer_driver import (
     ensure_perf_analyzer,
     worst_case_s,
 )
-from benchmarks.perf_analyzer_driver import (
-    run_perf_analyzer as run_pa,
-)
-from benchmarks.run import (
-    BUSY_SAMPLE_S,
-    RESULTS_DIR,
-    default_wrk_cpus,
-    git_info,
-    host_info,
-    package_version,
-)
-from benchmarks.server_proc import (
+from benchmarks.drivers.perf_analyzer import run_perf_analyzer as run_pa
+from benchmarks.harness.cli import add_common_flags, common_config
+from benchmarks.harness.machine import wait_until_idle
+from benchmarks.harness.metrics import MetricsClient, total
+from benchmarks.harness.results import ResultWriter
+from benchmarks.harness.servers import (
     LOOPBACK,
     STOP_GRACE_S,
-    ServerProc,
     ServerStartError,
     StopReport,
-    free_port,
     is_ready,
     log_tail,
 )
-from benchmarks.workloads import make_inputs
+from benchmarks.systems import StartContext
+from benchmarks.systems.schooner import ModelEntry, schooner_toml, start_schooner
+from benchmarks.workloads import WORKLOADS, Workload
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONCURRENCIES = (1, 4, 16, 64)
 QUICK_CONCURRENCIES = (1, 16)
 FORMATS = ("binary", "json")
@@ -101,41 +87,24 @@ class ServerStoppedError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ModelTarget:
-    """One model to serve and drive: its Schooner name, entry point, input shape and inputs."""
+    """A workload of the registry as perf_analyzer drives it: its SLO, output size, input rows."""
 
-    name: str
-    description: str
-    entry_point: str
-    input_shape: tuple[int, ...]
+    workload: Workload
     output_nbytes: int  # one row's output: Schooner wants output shm regions of exactly this size
     latency_slo_micros: int
-    make_rows: Callable[[], np.ndarray]  # (n, *input_shape) float32, perf_analyzer's input data
+    rows: int  # input rows in perf_analyzer's input-data file
 
+    @property
+    def name(self) -> str:
+        return self.workload.name
 
-def image_rows() -> np.ndarray:
-    rng = np.random.default_rng(INPUT_SEED)
-    return rng.random((4, *IMAGE_SHAPE), dtype=np.float32)
+    def make_rows(self) -> np.ndarray:
+        return self.workload.make_inputs(self.rows, INPUT_SEED)
 
 
 TARGETS = {
-    "w2": ModelTarget(
-        "w2",
-        "torch MLP 16-256-256-10, 16 FP32 in",
-        "benchmarks.workloads:MLPModel",
-        (16,),
-        10 * 4,
-        100_000,
-        lambda: make_inputs(256, INPUT_SEED),
-    ),
-    "image": ModelTarget(
-        "image",
-        "mean of a 3x224x224 FP32 image",
-        "benchmarks.image_models:ImageMeanModel",
-        IMAGE_SHAPE,
-        4,
-        5_000_000,
-        image_rows,
-    ),
+    "w2": ModelTarget(WORKLOADS["w2"], 10 * 4, 100_000, 256),
+    "image": ModelTarget(WORKLOADS["image"], 4, 5_000_000, 4),
 }
 
 
@@ -149,6 +118,9 @@ class PaBenchConfig:
     stability_percent: int
     retry_stability_percent: int
     client_cpus: str | None  # taskset CPU list for perf_analyzer; None: unpinned
+    server_cpus: str | None = None
+    max_wait_idle_s: float = 60.0
+    idle_threshold_percent: float = 15.0
     max_batch_size: int = MAX_BATCH_SIZE
 
 
@@ -186,27 +158,7 @@ class TargetOutcome:
 
 
 def schooner_config_toml(target: ModelTarget, config: PaBenchConfig) -> str:
-    shape = list(target.input_shape)
-    return f"""\
-[[models]]
-name = "{target.name}"
-version = "1"
-entry_point = "{target.entry_point}"
-input_type = "floats"
-input_shape = {shape}
-max_batch_size = {config.max_batch_size}
-replicas = 1
-device = "cpu"
-
-[[apps]]
-name = "{target.name}"
-input_type = "floats"
-input_shape = {shape}
-latency_slo_micros = {target.latency_slo_micros}
-default_output = "-1"
-models = ["{target.name}"]
-cache = false
-"""
+    return schooner_toml([ModelEntry(target.name, target.workload, target.latency_slo_micros, config.max_batch_size, cache=False)])
 
 
 def write_input_data(target: ModelTarget, path: Path) -> int:
@@ -217,30 +169,17 @@ def write_input_data(target: ModelTarget, path: Path) -> int:
     return len(steps)
 
 
-SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
-
-
 def server_counts(port: int, app: str) -> ServerCounts:
     """Sums of schooner_app_queries_total / _defaults_total for ``app`` and of non-200 answers."""
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=METRICS_TIMEOUT_S)
+    client = MetricsClient(port)
     try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        m = client.scrape()
     finally:
-        conn.close()
-    queries = defaults = non_200 = 0
-    for line in text.splitlines():
-        m = SAMPLE.match(line)
-        if m is None:
-            continue
-        name, labels, value = m.group(1), m.group(2), float(m.group(3))
-        if name == "schooner_app_queries_total" and f'app="{app}"' in labels:
-            queries += int(value)
-        elif name == "schooner_app_defaults_total" and f'app="{app}"' in labels:
-            defaults += int(value)
-        elif name == "schooner_http_requests_total" and 'code="200"' not in labels:
-            non_200 += int(value)
-    return ServerCounts(queries, defaults, non_200)
+        client.close()
+    all_codes = total(m, "schooner_http_requests_total")
+    ok = total(m, "schooner_http_requests_total", code="200")
+    return ServerCounts(int(total(m, "schooner_app_queries_total", app=app)),
+                        int(total(m, "schooner_app_defaults_total", app=app)), int(all_codes - ok))
 
 
 def counts_delta(before: ServerCounts, after: ServerCounts) -> ServerCounts:
@@ -329,52 +268,45 @@ def warm_up(
 
 
 def drive_target(
-    pa: PerfAnalyzer, target: ModelTarget, config: PaBenchConfig, work_dir: Path
+    pa: PerfAnalyzer, target: ModelTarget, config: PaBenchConfig, work_dir: Path, writer: ResultWriter
 ) -> TargetOutcome:
     """Fresh server, every format × concurrency, stop; failures are recorded, not raised."""
-    outcome = TargetOutcome(target.name, psutil.cpu_percent(interval=BUSY_SAMPLE_S))
-    port = free_port()
-    config_path = work_dir / f"schooner-{target.name}.toml"
-    config_path.write_text(schooner_config_toml(target, config))
+    check = wait_until_idle(config.max_wait_idle_s, config.idle_threshold_percent)
+    writer.check(f"schooner {target.name}", check)
+    outcome = TargetOutcome(target.name, check.others_cpu_percent)
     data = work_dir / f"input-data-{target.name}.json"
     steps = write_input_data(target, data)
-    argv = [sys.executable, "-m", "schooner.engine.cli", "serve"]
-    argv += ["--config", str(config_path), "--port", str(port)]
-    if SHM_FORMAT in config.formats:
-        argv.append("--allow-client-shm")
-    server = ServerProc(
-        f"schooner {target.name}", argv, port, REPO_ROOT, work_dir / f"schooner-{target.name}.log"
-    )
+    ctx = StartContext(work_dir, config.server_cpus, target.latency_slo_micros / 1e3,
+                       allow_client_shm=SHM_FORMAT in config.formats)
+    running = None
     try:
-        with server:
-            print(
-                f"schooner {target.name}: ready on port {port} (machine "
-                f"{outcome.cpu_busy_percent_before:.0f}% busy just before start); "
-                f"{steps} input rows, {data.stat().st_size:,} bytes of input-data JSON",
-                flush=True,
-            )
-            warm_up(pa, port, target, data, config, work_dir)
-            for concurrency in config.concurrencies:
-                for tensor_format in config.formats:
-                    point = Point(target.name, tensor_format, concurrency)
-                    point.stability_percent = config.stability_percent
-                    outcome.points.append(point)
-                    measure_point(pa, port, target, point, data, config, work_dir)
-                    label = f"{target.name} {tensor_format} c={concurrency}"
-                    if point.result is not None:
-                        print(f"{label}: {describe(point.result)}", flush=True)
-                        continue
-                    print(f"{label}: FAILED: {first_lines(point.error)}", flush=True)
-                    if not is_ready(port):
-                        raise ServerStoppedError(
-                            f"schooner {target.name} stopped answering GET /v2/health/ready "
-                            f"after {label} failed; remaining points skipped\n--- server log "
-                            f"tail ---\n{log_tail(server.log_path)}"
-                        )
+        running = start_schooner(f"schooner {target.name}", schooner_config_toml(target, config), None, ctx, target.name)
+        port = running.port
+        print(f"schooner {target.name}: ready on port {port} ({check.text()}); {steps} input rows, "
+              f"{data.stat().st_size:,} bytes of input-data JSON; settings {running.settings}", flush=True)
+        warm_up(pa, port, target, data, config, work_dir)
+        for concurrency in config.concurrencies:
+            for tensor_format in config.formats:
+                point = Point(target.name, tensor_format, concurrency)
+                point.stability_percent = config.stability_percent
+                outcome.points.append(point)
+                measure_point(pa, port, target, point, data, config, work_dir)
+                label = f"{target.name} {tensor_format} c={concurrency}"
+                if point.result is not None:
+                    print(f"{label}: {describe(point.result)}", flush=True)
+                    continue
+                print(f"{label}: FAILED: {first_lines(point.error)}", flush=True)
+                if not is_ready(port):
+                    raise ServerStoppedError(
+                        f"schooner {target.name} stopped answering GET /v2/health/ready after {label} "
+                        f"failed; remaining points skipped\n--- server log tail ---\n{log_tail(running.log_path)}"
+                    )
     except (ServerStartError, ServerStoppedError, OSError) as exc:
         outcome.error = str(exc)
         print(f"schooner {target.name}: FAILED: {exc}", flush=True)
-    outcome.stop = server.stop_report
+    finally:
+        if running is not None:
+            outcome.stop = running.stop()
     return outcome
 
 
@@ -461,64 +393,34 @@ def format_report(outcomes: Sequence[TargetOutcome], config: PaBenchConfig) -> s
     return "\n".join(lines)
 
 
-def versions(pa: PerfAnalyzer) -> dict[str, str | None]:
-    found = {n: package_version(n) for n in ("numpy", "torch", "orjson", "schooner")}
-    return {"python": platform.python_version(), **found, "perf_analyzer": pa.version}
-
-
-def write_results(
-    config: PaBenchConfig, outcomes: Sequence[TargetOutcome], pa: PerfAnalyzer, started: datetime
-) -> Path:
+def results_body(config: PaBenchConfig, outcomes: Sequence[TargetOutcome]) -> dict[str, object]:
     binary = binary_rate(outcomes)
     points = []
     for o in outcomes:
         for p in o.points:
             base = binary.get((p.model, p.concurrency))
-            points.append(
-                {
-                    **asdict(p),
-                    "throughput_vs_binary": p.result.infer_per_s / base
-                    if p.result is not None and base
-                    else None,
-                    "flags": point_flags(p, config),
-                }
-            )
-    document = {
-        "started_utc": started.isoformat(),
-        "git": git_info(),
-        "host": host_info(),
-        "versions": versions(pa),
-        "config": asdict(config),
-        "schooner_configs": {
-            name: schooner_config_toml(TARGETS[name], config) for name in config.models
-        },
+            rate = p.result.infer_per_s / base if p.result is not None and base else None
+            points.append({**asdict(p), "throughput_vs_binary": rate, "flags": point_flags(p, config)})
+    return {
+        "schooner_configs": {name: schooner_config_toml(TARGETS[name], config) for name in config.models},
         "targets": [
-            {
-                "target": o.target,
-                "cpu_busy_percent_before": o.cpu_busy_percent_before,
-                "error": o.error,
-                "stop": asdict(o.stop) if o.stop else None,
-                "flags": outcome_flags(o),
-            }
+            {"target": o.target, "others_cpu_percent_before": o.cpu_busy_percent_before, "error": o.error,
+             "stop": asdict(o.stop) if o.stop else None, "flags": outcome_flags(o)}
             for o in outcomes
         ],
         "points": points,
+        "report": format_report(outcomes, config),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"perf-analyzer-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
 
-def parse_config(argv: list[str] | None) -> PaBenchConfig:
+def parse_config(argv: list[str] | None):
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.perf_analyzer_bench", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks perf-analyzer", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="concurrency 1,16 and 1 s windows")
     parser.add_argument(
         "--shm",
         action="store_true",
@@ -526,13 +428,9 @@ def parse_config(argv: list[str] | None) -> PaBenchConfig:
     )
     parser.add_argument("--concurrency", help="comma-separated, default 1,4,16,64 (--quick 1,16)")
     parser.add_argument("--models", default=",".join(TARGETS), help="subset of w2,image")
-    parser.add_argument(
-        "--client-cpus",
-        default=default_wrk_cpus(),
-        help="taskset CPU list for perf_analyzer (default: the first CPU, as benchmarks.run pins "
-        "wrk; 'none' for unpinned)",
-    )
+    add_common_flags(parser, repeats=1)
     args = parser.parse_args(argv)
+    common = common_config(args, parser)
     models = tuple(m for m in args.models.split(",") if m)
     if not models or set(models) - set(TARGETS):
         parser.error(f"--models takes a subset of {','.join(TARGETS)}")
@@ -555,18 +453,21 @@ def parse_config(argv: list[str] | None) -> PaBenchConfig:
         max_trials=MAX_TRIALS,
         stability_percent=STABILITY_PERCENT,
         retry_stability_percent=RETRY_STABILITY_PERCENT,
-        client_cpus=None if args.client_cpus in (None, "", "none") else args.client_cpus,
-    )
+        client_cpus=common.client_cpus,
+        server_cpus=common.server_cpus,
+        max_wait_idle_s=common.max_wait_idle_s,
+        idle_threshold_percent=common.idle_threshold_percent,
+    ), common
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
-    started = datetime.now(UTC)
+    config, common = parse_config(argv)
     try:
         pa = ensure_perf_analyzer()
     except PerfAnalyzerError as exc:
         print(f"perf_analyzer unavailable: {exc}")
         return 1
+    writer = ResultWriter("perf-analyzer", asdict(config), {"perf_analyzer": pa.version})
     npoints = len(config.models) * len(config.formats) * len(config.concurrencies)
     example = point_config(TARGETS[config.models[0]], "binary", 1, Path("x"), config)
     print(
@@ -582,16 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="schooner-perf-analyzer-") as tmp:
         work_dir = Path(tmp)
-        outcomes = [drive_target(pa, TARGETS[m], config, work_dir) for m in config.models]
+        outcomes = [drive_target(pa, TARGETS[m], config, work_dir, writer) for m in config.models]
     print()
     print(format_report(outcomes, config))
-    path = write_results(config, outcomes, pa, started)
-    print(f"\nresults: {path}")
+    paths = writer.write(results_body(config, outcomes), publish=common.publish)
+    print("\nresults: " + ", ".join(str(p) for p in paths))
     failed = any(o.error for o in outcomes) or any(
         p.error for o in outcomes for p in o.points if p.tensor_format != SHM_FORMAT
     )
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,12 @@
 """The scheduler's policies measured over HTTP: AIMD vs fixed batch sizes, delayed batching, cache.
 
-``python -m benchmarks.scheduler_bench [--quick]`` runs three sections, each comparing settings
+``python -m benchmarks scheduler [--quick]`` runs three sections, each comparing settings
 side by side on one server started for the purpose (one model and one app per setting, driven
 one at a time), and prints one table per section with ratios, then writes one JSON file and PNG
 plots under ``benchmarks/results/``:
 
   batching  AIMD (``batch_size = -1``) vs fixed batch sizes 1, 8, 32, 64 under saturating
-            closed-loop load (wrk, c=64), on (a) ``benchmarks.synthetic:LinearLatencyModel``
+            closed-loop load (wrk, c=64), on (a) ``benchmarks.workloads.models:LinearLatencyModel``
             taking a + b·n seconds per batch, whose analytic AIMD batch size n* is known, and
             (b) W2, the torch MLP. The fraction of answers that were the app's default (SLO
             missed) comes from ``schooner_app_defaults_total`` in ``/metrics``, because wrk does
@@ -18,66 +18,60 @@ plots under ``benchmarks/results/``:
             small hot set (the rest distinct), an app with the cache on vs one with
             ``cache = false``, same load (c=64); the hit rate comes from ``/metrics``.
 
-Reused from the harness (not duplicated here): server start/readiness/stop and leak checks
-(``benchmarks.server_proc``), wrk install/command/parsing and body files
-(``benchmarks.wrk_driver``, whose ``wrk_post.lua`` sends the bodies of a file in file order, so
-the Zipf order generated here is the order the server sees), and git/host/version records and
-wrk pinning (``benchmarks.run``). Nothing here judges a figure: there are no thresholds.
+Shared, not duplicated here: the config builder and server start (``benchmarks.systems.schooner``),
+``/metrics`` (``benchmarks.harness.metrics``), wrk (``benchmarks.drivers.wrk``, whose
+``wrk_post.lua`` sends a file's bodies in file order, so the Zipf order generated here is the
+order the server sees), the result document and busy checks (``benchmarks.harness``). One run per
+point (``--repeats`` is not used yet). Nothing here judges a figure: there are no thresholds.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import http.client
-import re
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
-import psutil
 
-from benchmarks.run import (
-    BUSY_SAMPLE_S,
-    DEFAULT_DURATION_S,
-    DISTINCT_INPUTS_PER_S,
-    LATENCY_SLO_MICROS,
-    QUICK_DURATION_S,
-    REPO_ROOT,
-    RESULTS_DIR,
-    WARMUP_S,
-    Point,
-    Target,
-    TargetOutcome,
-    default_wrk_cpus,
-    git_info,
-    host_info,
-    outcome_flags,
-    package_version,
-    pinned,
-    point_flags,
-    versions,
-)
-from benchmarks.server_proc import LOOPBACK, ServerProc, ServerStartError, free_port
-from benchmarks.synthetic import analytic_batch_size
-from benchmarks.workloads import WORKLOADS, make_inputs, request_body
-from benchmarks.wrk_driver import (
+from benchmarks.drivers.closed_loop import ClosedPoint
+from benchmarks.drivers.wrk import (
     WrkError,
     WrkResult,
     ensure_wrk,
     run_wrk,
     whole_seconds,
     write_bodies,
+    wrk_version,
 )
+from benchmarks.harness.cli import add_common_flags, common_config
+from benchmarks.harness.machine import wait_until_idle
+from benchmarks.harness.metrics import (
+    Counts,
+    LimitSampler,
+    MetricsClient,
+    batch_limit,
+    counts_of,
+    settled,
+    time_mean_limit,
+)
+from benchmarks.harness.results import ResultWriter
+from benchmarks.harness.servers import LOOPBACK, ServerStartError
+from benchmarks.plots.scheduler import plot_results
+from benchmarks.systems import StartContext
+from benchmarks.systems.schooner import ModelEntry, schooner_toml, start_schooner
+from benchmarks.workloads import WORKLOADS, Workload, make_inputs, request_body, zipf_input_ids
+from benchmarks.workloads.models import analytic_batch_size
 
+DEFAULT_DURATION_S = 5.0
+QUICK_DURATION_S = 2.0
+WARMUP_S = 1.0
+DISTINCT_INPUTS_PER_S = 80_000
+LATENCY_SLO_MICROS = 100_000
 SECTIONS = ("batching", "delay", "cache")
 MAX_BATCH_SIZE = 64
 INPUT_SHAPE = 16
@@ -138,6 +132,8 @@ class SchedulerBenchConfig:
     cache_concurrency: int = CACHE_CONCURRENCY
     cache_slo_micros: int = LATENCY_SLO_MICROS
     cache_bodies_per_run: int = 0  # set from the duration: DISTINCT_INPUTS_PER_S per second
+    max_wait_idle_s: float = 60.0
+    idle_threshold_percent: float = 15.0
     input_seed: int = INPUT_SEED
 
 
@@ -168,24 +164,6 @@ class BodiesFile:
     count: int
     repeat_fraction: float | None = None  # None: inputs cannot matter (cache off)
     input_ids: np.ndarray | None = None  # cache section: which input each line carries
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """What /metrics says about one setting's app and model: totals, or a run's difference."""
-
-    queries: float = 0.0  # received by the app
-    defaults: float = 0.0  # answered with the app's default (any reason)
-    model_queries: float = 0.0  # sent to the model
-    batches: float = 0.0
-    batch_size_sum: float = 0.0
-    model_latency_sum_s: float = 0.0
-    cache_hits: float = 0.0
-    cache_misses: float = 0.0
-
-    def minus(self, other: Counts) -> Counts:
-        pairs = zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
-        return Counts(*(a - b for a, b in pairs))
 
 
 @dataclass(slots=True)
@@ -274,7 +252,7 @@ class ServerOutcome:
 def batching_settings(config: SchedulerBenchConfig) -> dict[str, list[Setting]]:
     """One server per subject: AIMD first, then each fixed batch size."""
     synthetic = dict(
-        entry_point="benchmarks.synthetic:LinearLatencyModel",
+        entry_point=WORKLOADS["synthetic"].entry_point,
         slo_micros=config.synthetic_slo_micros,
         init_args=(("a_s", config.synthetic_a_s), ("b_s", config.synthetic_b_s)),
     )
@@ -297,7 +275,7 @@ def delay_settings(config: SchedulerBenchConfig) -> list[Setting]:
             "delay",
             "synthetic",
             f"wait {us} µs",
-            entry_point="benchmarks.synthetic:LinearLatencyModel",
+            entry_point=WORKLOADS["synthetic"].entry_point,
             slo_micros=config.delay_slo_micros,
             init_args=(("a_s", config.delay_a_s), ("b_s", config.delay_b_s)),
             batch_wait_micros=us,
@@ -315,24 +293,12 @@ def cache_settings(config: SchedulerBenchConfig) -> list[Setting]:
 
 
 def config_toml(settings: Sequence[Setting]) -> str:
-    """A Schooner config with one model and one app per setting, named after it."""
-    parts = []
-    for s in settings:
-        init = ", ".join(f"{k} = {v!r}" for k, v in s.init_args)
-        parts.append(
-            f'[[models]]\nname = "{s.name}"\nversion = "1"\nentry_point = "{s.entry_point}"\n'
-            f'input_type = "floats"\ninput_shape = [{INPUT_SHAPE}]\n'
-            f"max_batch_size = {s.max_batch_size}\nbatch_size = {s.batch_size}\n"
-            f"batch_wait_timeout_micros = {s.batch_wait_micros}\nreplicas = 1\n"
-            f'device = "cpu"\n' + (f"init_args = {{ {init} }}\n" if init else "")
-        )
-    for s in settings:
-        parts.append(
-            f'[[apps]]\nname = "{s.name}"\ninput_type = "floats"\ninput_shape = [{INPUT_SHAPE}]\n'
-            f'latency_slo_micros = {s.slo_micros}\ndefault_output = "-1"\n'
-            f'cache = {str(s.cache).lower()}\nmodels = ["{s.name}"]\n'
-        )
-    return "\n".join(parts)
+    """A Schooner config with one model and one app per setting, named after it (the one builder)."""
+    entries = []
+    for st in settings:
+        w = Workload(st.name, st.subject, st.entry_point, (INPUT_SHAPE,), make_inputs, init_args=dict(st.init_args))
+        entries.append(ModelEntry(st.name, w, st.slo_micros, st.max_batch_size, st.batch_size, st.batch_wait_micros, st.cache))
+    return schooner_toml(entries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,21 +308,6 @@ def config_toml(settings: Sequence[Setting]) -> str:
 def plain_bodies(path: Path, count: int, seed: int) -> BodiesFile:
     rows = make_inputs(count, seed)
     return BodiesFile(path, write_bodies(path, (request_body(r) for r in rows)))
-
-
-def zipf_input_ids(
-    count: int, repeat_fraction: float, hot_inputs: int, exponent: float, seed: int
-) -> np.ndarray:
-    """Which input each of ``count`` requests carries: with probability ``repeat_fraction`` one of
-    ``hot_inputs`` inputs (ids 0..hot_inputs-1, rank k drawn with probability ∝ k^-exponent),
-    else an input sent once (ids hot_inputs, hot_inputs + 1, ...)."""
-    rng = np.random.default_rng(seed)
-    repeat = rng.random(count) < repeat_fraction
-    weights = 1.0 / np.arange(1, hot_inputs + 1, dtype=np.float64) ** exponent
-    ids = np.empty(count, dtype=np.int64)
-    ids[repeat] = rng.choice(hot_inputs, size=int(repeat.sum()), p=weights / weights.sum())
-    ids[~repeat] = hot_inputs + np.arange(int((~repeat).sum()))
-    return ids
 
 
 def zipf_bodies(
@@ -376,153 +327,6 @@ def ideal_hit_rate(ids: np.ndarray, sent: int) -> float | None:
         return None
     sent_ids = np.resize(ids, sent)  # np.resize repeats the file when wrk wrapped around
     return 1.0 - len(np.unique(sent_ids)) / sent
-
-
-# ---------------------------------------------------------------------------------------------
-# /metrics
-
-
-_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-MetricSample = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def parse_metrics(text: str) -> dict[MetricSample, float]:
-    """{(name, sorted label pairs): value} of a Prometheus text exposition."""
-    out: dict[MetricSample, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        name, labels, value = match.groups()
-        pairs = tuple(sorted(_LABEL.findall(labels or "")))
-        out[(name, pairs)] = float(value)
-    return out
-
-
-def total(metrics: dict[MetricSample, float], name: str, **labels: str) -> float:
-    """Sum of ``name`` over every series whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, pairs), v in metrics.items() if n == name and want <= set(pairs))
-
-
-def counts_of(metrics: dict[MetricSample, float], setting: Setting) -> Counts:
-    model = {"model": setting.name}
-    return Counts(
-        queries=total(metrics, "schooner_app_queries_total", app=setting.name),
-        defaults=total(metrics, "schooner_app_defaults_total", app=setting.name),
-        model_queries=total(metrics, "schooner_model_queries_total", **model),
-        batches=total(metrics, "schooner_model_batches_total", **model),
-        batch_size_sum=total(metrics, "schooner_model_batch_size_sum", **model),
-        model_latency_sum_s=total(metrics, "schooner_model_latency_seconds_sum", **model),
-        cache_hits=total(metrics, "schooner_cache_hits_total", **model),
-        cache_misses=total(metrics, "schooner_cache_misses_total", **model),
-    )
-
-
-def batch_limit(metrics: dict[MetricSample, float], setting: Setting) -> float | None:
-    key = ("schooner_batch_limit", (("model", setting.name), ("replica", "0"), ("version", "1")))
-    return metrics.get(key)
-
-
-class MetricsClient:
-    """GET /metrics over one keep-alive connection (one per thread: http.client is not shared)."""
-
-    def __init__(self, port: int) -> None:
-        self._conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5.0)
-
-    def scrape(self) -> dict[MetricSample, float]:
-        try:
-            self._conn.request("GET", "/metrics")
-            response = self._conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            self._conn.close()  # reconnects on the next request
-            raise
-        if response.status != 200:
-            raise RuntimeError(f"GET /metrics answered {response.status}: {body[:200]!r}")
-        return parse_metrics(body.decode(errors="replace"))
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def settled(client: MetricsClient, setting: Setting) -> dict[MetricSample, float]:
-    """/metrics once the setting's counters stop moving: the scheduler publishes at most every
-    100 ms under load and again when it idles, and queries still queued when wrk stops are
-    answered (or defaulted) only up to one SLO later."""
-    previous = client.scrape()
-    give_up = time.monotonic() + SETTLE_MAX_S
-    while True:
-        time.sleep(SETTLE_INTERVAL_S)
-        current = client.scrape()
-        if counts_of(current, setting) == counts_of(previous, setting):
-            return current
-        if time.monotonic() > give_up:
-            return current
-        previous = current
-
-
-class LimitSampler:
-    """Samples the batch limit and counters of one setting every ``interval_s`` on a thread."""
-
-    def __init__(self, port: int, setting: Setting, interval_s: float) -> None:
-        self._port = port
-        self._setting = setting
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="metrics-sampler", daemon=True)
-        self.t0 = 0.0
-        self.samples: list[dict[str, float]] = []
-        self.errors = 0
-
-    def now_s(self) -> float:
-        return time.monotonic() - self.t0
-
-    def __enter__(self) -> LimitSampler:
-        self.t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        client = MetricsClient(self._port)
-        try:
-            next_at = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    metrics = client.scrape()
-                except (OSError, RuntimeError, http.client.HTTPException):
-                    self.errors += 1
-                else:
-                    c = counts_of(metrics, self._setting)
-                    self.samples.append(
-                        {
-                            "t_s": self.now_s(),
-                            "limit": batch_limit(metrics, self._setting) or 0.0,
-                            "batches": c.batches,
-                            "batch_size_sum": c.batch_size_sum,
-                            "queries": c.queries,
-                            "defaults": c.defaults,
-                        }
-                    )
-                next_at += self._interval_s
-                self._stop.wait(max(0.0, next_at - time.monotonic()))
-        finally:
-            client.close()
-
-
-def time_mean_limit(
-    samples: Sequence[dict[str, float]], start_s: float, end_s: float
-) -> float | None:
-    inside = [s["limit"] for s in samples if start_s <= s["t_s"] <= end_s]
-    return sum(inside) / len(inside) if inside else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,24 +367,24 @@ class ServerSession:
             bodies.count,
             bodies.repeat_fraction,
         )
-        sampler = LimitSampler(self.port, setting, config.sample_interval_s) if sample else None
+        sampler = LimitSampler(self.port, setting.name, config.sample_interval_s) if sample else None
         url = self.url(setting)
         try:
             with sampler or contextlib.nullcontext():
                 run_wrk(self.wrk, url, concurrency, config.warmup_s, warmup.path, config.wrk_cpus)
-                before = settled(self.client, setting)
+                before = settled(self.client, setting.name)
                 run.measured_from_s = sampler.now_s() if sampler else None
                 run.result = run_wrk(
                     self.wrk, url, concurrency, config.duration_s, bodies.path, config.wrk_cpus
                 )
                 run.measured_to_s = sampler.now_s() if sampler else None
-                after = settled(self.client, setting)
+                after = settled(self.client, setting.name)
         except WrkError as exc:
             run.error = str(exc)
             run.flags.append(f"wrk failed: {exc}".splitlines()[0])
             return run
-        run.counts = counts_of(after, setting).minus(counts_of(before, setting))
-        run.limit_end = batch_limit(after, setting)
+        run.counts = counts_of(after, setting.name).minus(counts_of(before, setting.name))
+        run.limit_end = batch_limit(after, setting.name)
         if sampler:
             run.samples = sampler.samples
             run.limit_mean = time_mean_limit(
@@ -592,8 +396,9 @@ class ServerSession:
             run.ideal_hit_rate = ideal_hit_rate(bodies.input_ids, run.result.requests)
         # Repeats only matter where a cache could answer them.
         distinct = bodies.count if bodies.repeat_fraction is not None else run.result.requests
-        point = Point("schooner", setting.name, concurrency, distinct, run.result)
-        run.flags += point_flags(point)  # with a Zipf file: flags a file that wrapped around
+        run.flags += ClosedPoint(concurrency, distinct, run.result).flags()
+        if run.result.requests > distinct:
+            run.flags.append(f"inputs repeated ({run.result.requests:,} requests, {distinct:,} distinct)")
         return run
 
     def close(self) -> None:
@@ -607,38 +412,33 @@ def run_server(
     wrk: str,
     work_dir: Path,
     drive,
+    writer: ResultWriter,
 ) -> ServerOutcome:
     """Starts a fresh server for ``settings``, calls ``drive(session)``, stops it; failures are
     recorded in the outcome, not raised."""
     began = time.monotonic()
     toml = config_toml(settings)
-    config_path = work_dir / f"{name}.toml"
-    config_path.write_text(toml)
-    outcome = ServerOutcome(name, toml, psutil.cpu_percent(interval=BUSY_SAMPLE_S))
-    port = free_port()
-    argv = [sys.executable, "-m", "schooner.engine.cli", "serve", "--config", str(config_path)]
-    argv += ["--port", str(port)]
-    server = ServerProc(
-        name, pinned(argv, config.server_cpus), port, REPO_ROOT, work_dir / f"{name}.log"
-    )
+    check = wait_until_idle(config.max_wait_idle_s, config.idle_threshold_percent)
+    writer.check(name, check)
+    outcome = ServerOutcome(name, toml, check.others_cpu_percent)
+    ctx = StartContext(work_dir, config.server_cpus, LATENCY_SLO_MICROS / 1e3)
+    running = None
     try:
-        with server:
-            print(
-                f"{name}: ready on port {port} (machine "
-                f"{outcome.cpu_busy_percent_before:.0f}% busy just before start)",
-                flush=True,
-            )
-            session = ServerSession(port, config, wrk, outcome)
-            try:
-                drive(session)
-            finally:
-                session.close()
+        running = start_schooner(name, toml, None, ctx, settings[0].name)
+        print(f"{name}: ready on port {running.port} ({check.text()})", flush=True)
+        session = ServerSession(running.port, config, wrk, outcome)
+        try:
+            drive(session)
+        finally:
+            session.close()
     except (ServerStartError, WrkError, OSError, RuntimeError, http.client.HTTPException) as exc:
         outcome.error = str(exc)
         print(f"{name}: FAILED: {exc}", flush=True)
-    target = TargetOutcome(Target("schooner", name, name, ""), outcome.cpu_busy_percent_before)
-    target.error, target.stop = outcome.error, server.stop_report
-    outcome.flags = outcome_flags(target)
+    finally:
+        if running is not None:
+            stop = running.stop()
+            if stop.killed or stop.leftover_pids:
+                outcome.flags.append(f"stop: killed {stop.killed}, leftovers {stop.leftover_pids}")
     outcome.wall_s = time.monotonic() - began
     print(f"{name}: stopped, {outcome.wall_s:.0f} s from start to stopped", flush=True)
     return outcome
@@ -659,7 +459,7 @@ def describe_run(run: Run) -> str:
 
 
 def run_batching(
-    config: SchedulerBenchConfig, wrk: str, work_dir: Path, bodies: BodiesFile, warmup: BodiesFile
+    config: SchedulerBenchConfig, wrk: str, work_dir: Path, bodies: BodiesFile, warmup: BodiesFile, writer: ResultWriter
 ) -> list[ServerOutcome]:
     outcomes = []
     for name, settings in batching_settings(config).items():
@@ -671,12 +471,12 @@ def run_batching(
                     session.outcome.runs.append(run)
                     print("  " + describe_run(run), flush=True)
 
-        outcomes.append(run_server(name, settings, config, wrk, work_dir, drive))
+        outcomes.append(run_server(name, settings, config, wrk, work_dir, drive, writer))
     return outcomes
 
 
 def run_delay(
-    config: SchedulerBenchConfig, wrk: str, work_dir: Path, bodies: BodiesFile, warmup: BodiesFile
+    config: SchedulerBenchConfig, wrk: str, work_dir: Path, bodies: BodiesFile, warmup: BodiesFile, writer: ResultWriter
 ) -> list[ServerOutcome]:
     settings = delay_settings(config)
 
@@ -687,11 +487,11 @@ def run_delay(
                 session.outcome.runs.append(run)
                 print("  " + describe_run(run), flush=True)
 
-    return [run_server("delay", settings, config, wrk, work_dir, drive)]
+    return [run_server("delay", settings, config, wrk, work_dir, drive, writer)]
 
 
 def run_cache(
-    config: SchedulerBenchConfig, wrk: str, work_dir: Path, warmup: BodiesFile
+    config: SchedulerBenchConfig, wrk: str, work_dir: Path, warmup: BodiesFile, writer: ResultWriter
 ) -> list[ServerOutcome]:
     settings = cache_settings(config)
 
@@ -707,7 +507,7 @@ def run_cache(
                 print(f"  {round(100 * fraction)}% repeats: " + describe_run(run), flush=True)
             path.unlink()
 
-    return [run_server("cache", settings, config, wrk, work_dir, drive)]
+    return [run_server("cache", settings, config, wrk, work_dir, drive, writer)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,33 +712,15 @@ def format_report(outcomes: Sequence[ServerOutcome], config: SchedulerBenchConfi
     for o in outcomes:
         lines += [f"server {o.name}: {flag}" for flag in o.flags]
     busy = ", ".join(f"{o.name} {o.cpu_busy_percent_before:.0f}%" for o in outcomes)
-    lines.append(f"machine busy just before each server started: {busy}")
+    lines.append(f"other processes' CPU (% of one CPU) just before each server started: {busy}")
     return "\n".join(lines).rstrip()
 
 
-def results_document(
-    config: SchedulerBenchConfig,
-    outcomes: Sequence[ServerOutcome],
-    wrk: str,
-    started: datetime,
-    report: str,
-) -> dict[str, object]:
+def results_document(outcomes: Sequence[ServerOutcome], report: str) -> dict[str, object]:
     return {
-        "benchmark": "scheduler_bench",
-        "started_utc": started.isoformat(),
-        "git": git_info(),
-        "host": host_info(),
-        "versions": {**versions(wrk), "matplotlib": package_version("matplotlib")},
-        "config": asdict(config),
         "servers": [
-            {
-                "name": o.name,
-                "config_toml": o.config_toml,
-                "cpu_busy_percent_before": o.cpu_busy_percent_before,
-                "error": o.error,
-                "flags": o.flags,
-                "wall_s": o.wall_s,
-            }
+            {"name": o.name, "config_toml": o.config_toml, "others_cpu_percent_before": o.cpu_busy_percent_before,
+             "error": o.error, "flags": o.flags, "wall_s": o.wall_s}
             for o in outcomes
         ],
         "runs": [r.to_json() for o in outcomes for r in o.runs],
@@ -946,22 +728,13 @@ def results_document(
     }
 
 
-def write_results(document: dict[str, object], started: datetime) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"scheduler-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_bytes(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
 
-def parse_config(argv: list[str] | None) -> SchedulerBenchConfig:
+def parse_config(argv: list[str] | None):
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scheduler_bench", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks scheduler", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--duration",
@@ -978,12 +751,9 @@ def parse_config(argv: list[str] | None) -> SchedulerBenchConfig:
         default=",".join(map(str, BATCHING_CONCURRENCIES)),
         help="comma-separated wrk connection counts for the batching section (default 64)",
     )
-    parser.add_argument(
-        "--server-cpus",
-        help="taskset CPU list for the servers under test, e.g. 1 (default: unpinned)",
-    )
-    parser.add_argument("--quick", action="store_true", help="short points, for a smoke run")
+    add_common_flags(parser, repeats=1)
     args = parser.parse_args(argv)
+    common = common_config(args, parser)
     sections = tuple(s for s in args.sections.split(",") if s)
     if not sections or set(sections) - set(SECTIONS):
         parser.error(f"--sections takes a subset of {','.join(SECTIONS)}")
@@ -1000,17 +770,19 @@ def parse_config(argv: list[str] | None) -> SchedulerBenchConfig:
         duration_s=duration_s,
         warmup_s=WARMUP_S,
         sections=sections,
-        wrk_cpus=default_wrk_cpus(),
-        server_cpus=args.server_cpus,
+        wrk_cpus=common.client_cpus,
+        server_cpus=common.server_cpus,
+        max_wait_idle_s=common.max_wait_idle_s,
+        idle_threshold_percent=common.idle_threshold_percent,
         batching_concurrencies=batching_concurrencies,
         cache_bodies_per_run=int(duration_s * DISTINCT_INPUTS_PER_S),
-    )
+    ), common
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
-    started = datetime.now(UTC)
+    config, common = parse_config(argv)
     wrk = ensure_wrk()
+    writer = ResultWriter("scheduler", asdict(config), {"wrk": wrk_version(wrk)})
     print(
         f"Schooner scheduler benchmark: sections {', '.join(config.sections)}; {config.duration_s:g} s "
         f"per point after a {config.warmup_s:g} s warm-up at the same concurrency; one server per "
@@ -1030,23 +802,16 @@ def main(argv: list[str] | None = None) -> int:
             work_dir / "bodies-warmup.jsonl", WARMUP_BODIES, config.input_seed + 1
         )
         if "batching" in config.sections:
-            outcomes += run_batching(config, wrk, work_dir, small, warmup)
+            outcomes += run_batching(config, wrk, work_dir, small, warmup, writer)
         if "delay" in config.sections:
-            outcomes += run_delay(config, wrk, work_dir, small, warmup)
+            outcomes += run_delay(config, wrk, work_dir, small, warmup, writer)
         if "cache" in config.sections:
-            outcomes += run_cache(config, wrk, work_dir, warmup)
+            outcomes += run_cache(config, wrk, work_dir, warmup, writer)
     report = format_report(outcomes, config)
     print()
     print(report)
-    document = results_document(config, outcomes, wrk, started, report)
-    path = write_results(document, started)
-    print(f"\nresults: {path}")
-    from benchmarks.scheduler_plots import plot_results
-
-    for line in plot_results(document, path.with_suffix("")):
+    paths = writer.write(results_document(outcomes, report), publish=common.publish)
+    print("\nresults: " + ", ".join(str(p) for p in paths))
+    for line in plot_results(writer.document(results_document(outcomes, report)), paths[0].with_suffix("")):
         print(line)
     return 1 if any(o.error for o in outcomes) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Model selection policies (Clipper's selection layer) on a stream of real predictions.
 
-``python -m benchmarks.selection_bench [--quick]`` trains five classifiers of different kinds
+``python -m benchmarks selection [--quick]`` trains five classifiers of different kinds
 and quality on half of scikit-learn's bundled digits data set (``load_digits``, no download),
 then feeds a stream of queries drawn from the other half (the test rows, reshuffled on every
 pass with a fixed seed) through each policy of ``schooner.engine.core.policies``, with
@@ -46,17 +46,16 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 import numpy as np
-import orjson
 
-from benchmarks.run import RESULTS_DIR, git_info, host_info, package_version
+from benchmarks.harness.cli import add_common_flags, common_config
+from benchmarks.harness.results import ResultWriter, package_version
+from benchmarks.plots.selection import plot_selection
 from schooner.engine.core.policies import (
     Exp4Policy,
     SelectionPolicy,
@@ -521,101 +520,6 @@ def findings(
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Plot
-
-
-def plot(
-    path: Path,
-    config: SelectionBenchConfig,
-    stream: Stream,
-    results: Sequence[PolicyResult],
-    best: int,
-) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return (
-            "plot: matplotlib is not importable, so no PNG was drawn "
-            "(.venv/bin/python -m pip install matplotlib)"
-        )
-    n, d = config.n_queries, config.degrade_at
-    t = np.arange(1, n + 1)
-    fig, axes = plt.subplots(
-        4, 1, figsize=(11, 16), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 1.5]}
-    )
-    ax_acc, ax_zoom, ax_reg, ax_share = axes
-    styles = [(0, (1, 1)), (0, (4, 2)), (0, (4, 1, 1, 1)), (0, (8, 2)), (0, (2, 2, 6, 2))]
-    for i, m in enumerate(stream.models):
-        curve = np.cumsum(stream.correct[:, i]) / t
-        name = m.name + (" (best)" if i == best else "")
-        for ax in (ax_acc, ax_zoom):
-            ax.plot(
-                t, curve, lw=0.9, ls=styles[i % len(styles)], color="0.3", label=f"model {name}"
-            )
-        for ax in (ax_acc, ax_zoom):
-            ax.annotate(
-                name,
-                (n, curve[-1]),
-                xytext=(3, 0),
-                textcoords="offset points",
-                fontsize=7,
-                va="center",
-                color="0.3",
-                annotation_clip=True,
-            )
-    colors = plt.get_cmap("tab10")
-    window = 100
-    for k, r in enumerate(results):
-        col = colors(k)
-        for ax in (ax_acc, ax_zoom):
-            ax.plot(t, r.mean_cum_correct / t, lw=1.8, color=col, label=r.spec.label)
-        reg = r.regret_curves
-        ax_reg.plot(t, reg.mean(0), lw=1.8, color=col, label=r.spec.label)
-        if len(reg) > 1:
-            ax_reg.fill_between(t, reg.min(0), reg.max(0), color=col, alpha=0.15, lw=0)
-        if r.spec.policy == "ucb1":  # a 0/1 pick: show the fraction of the last `window` picks
-            picks = np.convolve(r.mean_share, np.ones(window) / window)[:n]
-            ax_share.plot(
-                t, picks, lw=1.4, color=col, label=f"{r.spec.label} (picks, last {window})"
-            )
-        else:
-            ax_share.plot(t, r.mean_share, lw=1.4, color=col, label=r.spec.label)
-    ax_acc.set_ylabel("cumulative accuracy")
-    ax_acc.set_ylim(0.0, 1.02)
-    ax_acc.legend(fontsize=8, ncol=2, loc="lower left")
-    ax_acc.set_title(
-        f"digits stream, {n} queries; {stream.models[BROKEN_MODEL].name} breaks at query {d}; "
-        f"policies: mean over {len(config.policy_seeds)} seeds"
-    )
-    ax_zoom.set_ylabel("cumulative accuracy (zoom)")
-    ax_zoom.set_ylim(0.85, 1.0)
-    ax_reg.axhline(0.0, color="k", lw=0.6)
-    ax_reg.set_ylabel(f"cumulative regret vs {stream.models[best].name}\n(errors; band: min–max)")
-    ax_reg.legend(fontsize=8, loc="upper left")
-    ax_share.set_ylabel(f"p / weight of {stream.models[BROKEN_MODEL].name}\n(mean over seeds)")
-    ax_share.set_xlabel("query index")
-    ax_share.set_ylim(-0.02, 1.02)
-    ax_share.legend(fontsize=8, loc="upper right")
-    for ax in axes:
-        ax.axvline(d, color="red", lw=1.0, ls=":")
-        ax.grid(alpha=0.3)
-    ax_acc.annotate(
-        "degradation", (d, 0.05), color="red", fontsize=8, xytext=(4, 0), textcoords="offset points"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"plot: {path}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry point
-
-
 def downsample(curve: np.ndarray, n_points: int) -> list[float]:
     idx = np.unique(np.linspace(0, len(curve) - 1, n_points).astype(int))
     return [float(curve[i]) for i in idx]
@@ -633,18 +537,6 @@ def results_document(
     n = config.n_queries
     idx = np.unique(np.linspace(0, n - 1, CURVE_POINTS).astype(int))
     return {
-        "benchmark": "selection_bench",
-        "started_utc": started.isoformat(),
-        "git": git_info(),
-        "host": host_info(),
-        "versions": {
-            "python": sys.version.split()[0],
-            **{
-                p: package_version(p)
-                for p in ("numpy", "torch", "scikit-learn", "matplotlib", "schooner")
-            },
-        },
-        "config": asdict(config),
         "data": {
             "dataset": "sklearn.datasets.load_digits",
             "n_train": stream.n_train,
@@ -690,9 +582,9 @@ def results_document(
     }
 
 
-def parse_config(argv: list[str] | None) -> SelectionBenchConfig:
+def parse_config(argv: list[str] | None):
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.selection_bench", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks selection", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--queries",
@@ -704,8 +596,9 @@ def parse_config(argv: list[str] | None) -> SelectionBenchConfig:
         type=int,
         help=f"policy seeds 0..S-1 (default {DEFAULT_POLICY_SEEDS}, --quick {QUICK_POLICY_SEEDS})",
     )
-    parser.add_argument("--quick", action="store_true", help="shorter stream, fewer seeds")
+    add_common_flags(parser, repeats=1)
     args = parser.parse_args(argv)
+    common = common_config(args, parser)
     n = args.queries or (QUICK_QUERIES if args.quick else DEFAULT_QUERIES)
     seeds = args.seeds or (QUICK_POLICY_SEEDS if args.quick else DEFAULT_POLICY_SEEDS)
     if n < 4 or seeds < 1:
@@ -724,12 +617,12 @@ def parse_config(argv: list[str] | None) -> SelectionBenchConfig:
         policy_seeds=tuple(range(seeds)),
         policies=policies,
         quick=args.quick,
-    )
+    ), common
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
-    started = datetime.now(UTC)
+    config, common = parse_config(argv)
+    writer = ResultWriter("selection", asdict(config), {"scikit-learn": package_version("scikit-learn")})
     t0 = time.perf_counter()
     stream = build_stream(config)
     train_s = time.perf_counter() - t0
@@ -761,20 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\ntraining + scoring {train_s:.1f} s; policy time per query (µs, select+combine+observe,"
         f" pure Python): {decide}"
     )
-    document = results_document(config, stream, results, best, started, report, notes)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS_DIR / f"selection-{started.strftime('%Y%m%dT%H%M%SZ')}"
-    png = stem.with_suffix(".png")
-    line = plot(png, config, stream, results, best)
-    document["png"] = str(png) if line.startswith("plot: ") else None
-    path = stem.with_suffix(".json")
-    path.write_bytes(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
-    print(f"results: {path}")
-    print(line)
+    document = results_document(config, stream, results, best, writer.started, report, notes)
+    paths = writer.write(document, publish=common.publish)
+    print("results: " + ", ".join(str(p) for p in paths))
+    print(plot_selection(paths[0]))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

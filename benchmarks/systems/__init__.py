@@ -55,6 +55,7 @@ class RunningSystem:
     log_path: Path | None = None
     config_text: str | None = None
     versions: dict[str, str | None] = field(default_factory=dict)
+    pid: int | None = None  # the server's top process (Schooner: the supervisor)
 
     @property
     def port(self) -> int:

@@ -122,7 +122,7 @@ def start_schooner(
     settings["server_cpus"] = ctx.server_cpus
     return RunningSystem(
         "schooner", f"http://{LOOPBACK}:{port}", server.stop, settings, metrics_port=port,
-        log_path=log, config_text=toml if toml is not None else None,
+        log_path=log, config_text=toml if toml is not None else None, pid=server.pid,
     )
 
 

@@ -20,23 +20,18 @@ from urllib.parse import urlsplit
 import numpy as np
 import orjson
 
-from benchmarks.drivers.loadgen.driver import LoadGenConfig, OpenLoopPlan, run_open_loop, summary_json
+from benchmarks.drivers.loadgen.driver import (
+    LoadGenConfig,
+    OpenLoopPlan,
+    run_open_loop,
+    summary_json,
+)
 from benchmarks.drivers.loadgen.schedule import ArrivalSpec, arrivals
+from benchmarks.harness.machine import cpu_list
 from benchmarks.workloads import make_inputs, request_body
 
 DEFAULT_BODIES = 4096
 SEED = 12345
-
-
-def parse_cpus(text: str | None) -> tuple[int, ...] | None:
-    """ "0,2-3" -> (0, 2, 3)."""
-    if not text:
-        return None
-    cpus: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus += range(int(lo), int(hi or lo) + 1)
-    return tuple(cpus)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     config = LoadGenConfig(
         workers=args.workers,
-        cpus=parse_cpus(args.cpus),
+        cpus=cpu_list(args.cpus),
         max_connections=args.max_connections,
         drain_s=args.drain,
         lag_limit_ms=args.lag_limit_ms,

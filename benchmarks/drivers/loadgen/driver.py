@@ -48,8 +48,8 @@ from benchmarks.drivers.loadgen.worker import (
     UNANSWERED,
     WorkerSpec,
 )
+from benchmarks.harness import REPO_ROOT  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
 START_MARGIN_S = 0.1  # t0 this far after the last worker said ready
 EXIT_MARGIN_S = 30.0
