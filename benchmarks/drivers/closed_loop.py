@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.drivers.wrk import WrkError, WrkResult, run_wrk, write_bodies
-from benchmarks.harness.machine import wait_until_idle
+from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT, OthersMeter, wait_until_idle
 from benchmarks.harness.progress import Progress
 from benchmarks.harness.results import ResultWriter
 from benchmarks.harness.servers import ServerStartError, StopReport
@@ -48,11 +48,15 @@ class ClosedPoint:
     distinct_inputs: int
     result: WrkResult | None = None
     error: str | None = None
+    others_cpu_percent: float | None = None  # other processes during the point, % of one CPU
+    others_busiest: list[str] = field(default_factory=list)
 
-    def flags(self) -> list[str]:
+    def flags(self, busy_percent: float = DEFAULT_THRESHOLD_PERCENT) -> list[str]:
         if self.result is None:
             return [f"wrk failed: {(self.error or '').splitlines()[0]}"]
         r, flags = self.result, []
+        if self.others_cpu_percent is not None and self.others_cpu_percent >= busy_percent:
+            flags.append(f"BUSY during the point: others {self.others_cpu_percent:.0f}% of a CPU ({'; '.join(self.others_busiest)})")
         if r.non_2xx:
             flags.append(f"{r.non_2xx} non-2xx")
         errs = {k: v for k, v in r.socket_errors.items() if v}
@@ -110,15 +114,17 @@ def drive(
         for i, c in enumerate(concurrencies, start=1):
             path, distinct = bodies.get(workload, i)
             point = ClosedPoint(c, distinct)
+            meter = OthersMeter()
             with progress.running(f"{label} c={c}", duration_s):
                 try:
                     point.result = run_wrk(wrk, url, c, duration_s, path, client_cpus, prefix)
                 except WrkError as exc:
                     point.error = str(exc)
+            point.others_cpu_percent, point.others_busiest = meter.stop()
             run.points.append(point)
             r = point.result
             text = f"{r.req_per_s:,.0f} req/s, p50 {r.p50_ms:.3f} p99 {r.p99_ms:.3f} ms" if r else "FAILED"
-            flags = "; ".join(point.flags())
+            flags = "; ".join(point.flags(idle_threshold))
             progress.point(f"{label} c={c}: {text}{'; ' + flags if flags else ''}")
     except (WrkError, RuntimeError, OSError) as exc:
         run.error = str(exc)

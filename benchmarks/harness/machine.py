@@ -56,19 +56,17 @@ def own_tree() -> set[int]:
     return pids
 
 
-def sample_busy(sample_s: float = DEFAULT_SAMPLE_S, threshold_percent: float = DEFAULT_THRESHOLD_PERCENT) -> BusyCheck:
-    """CPU used by processes outside this harness's tree over ``sample_s``."""
-    def cpu_times() -> dict[int, tuple[str, float]]:
-        out = {}
-        for p in psutil.process_iter(["name", "cpu_times"]):
-            t = p.info["cpu_times"]
-            if t is not None:
-                out[p.pid] = (p.info["name"] or "?", t.user + t.system)
-        return out
+def _cpu_times() -> dict[int, tuple[str, float]]:
+    out = {}
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is not None:
+            out[p.pid] = (p.info["name"] or "?", t.user + t.system)
+    return out
 
-    before = cpu_times()
-    time.sleep(sample_s)
-    after = cpu_times()
+
+def _others(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], span_s: float) -> tuple[float, list[str]]:
+    """Other processes' CPU over the span, in % of one CPU, and the busiest of them."""
     ours = own_tree()
     used = []
     for pid, (name, t1) in after.items():
@@ -76,10 +74,27 @@ def sample_busy(sample_s: float = DEFAULT_SAMPLE_S, threshold_percent: float = D
             continue
         delta = t1 - before[pid][1]
         if delta > 0:
-            used.append((100 * delta / sample_s, name, pid))
+            used.append((100 * delta / span_s, name, pid))
     used.sort(reverse=True)
-    total = sum(u for u, _, _ in used)
-    busiest = [f"{name} {pid}: {u:.0f}%" for u, name, pid in used[:TOP_OTHERS]]
+    return sum(u for u, _, _ in used), [f"{name} {pid}: {u:.0f}%" for u, name, pid in used[:TOP_OTHERS]]
+
+
+class OthersMeter:
+    """Other processes' CPU *during* a point: a snapshot before, one after (no extra time)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+        self._before = _cpu_times()
+
+    def stop(self) -> tuple[float, list[str]]:
+        return _others(self._before, _cpu_times(), max(1e-3, time.monotonic() - self._t0))
+
+
+def sample_busy(sample_s: float = DEFAULT_SAMPLE_S, threshold_percent: float = DEFAULT_THRESHOLD_PERCENT) -> BusyCheck:
+    """CPU used by processes outside this harness's tree over ``sample_s``."""
+    before = _cpu_times()
+    time.sleep(sample_s)
+    total, busiest = _others(before, _cpu_times(), sample_s)
     return BusyCheck(total, os.getloadavg()[0], busiest, busy=total >= threshold_percent)
 
 

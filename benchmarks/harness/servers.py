@@ -74,6 +74,18 @@ def still_running(process: psutil.Process) -> bool:
         return False
 
 
+def kill_all(processes) -> list[psutil.Process]:
+    """SIGKILL each of ``processes`` and wait (bounded) for them; returns them."""
+    procs = list(processes)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+    return procs
+
+
 class ServerProc:
     """One server under test, used as a context manager: ready on entry, stopped on exit."""
 
@@ -159,13 +171,7 @@ class ServerProc:
                     proc.pid, signal.SIGKILL
                 )  # the group this harness created with start_new_session
                 proc.wait()
-        leftovers = [p for p in descendants if still_running(p)]
-        for p in leftovers:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(leftovers, timeout=5)
+        leftovers = kill_all(p for p in descendants if still_running(p))
         self.stop_report = StopReport(
             exit_code=proc.returncode, killed=killed, leftover_pids=[p.pid for p in leftovers]
         )

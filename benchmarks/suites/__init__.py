@@ -14,6 +14,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "selection": ("benchmarks.suites.selection", "model-selection policies on real data (no server)"),
     "perf-analyzer": ("benchmarks.suites.perf_analyzer", "Triton's perf_analyzer against the V2 endpoint"),
     "ceiling": ("benchmarks.suites.ceiling", "the open-loop load generator's own ceiling"),
+    "readme": ("benchmarks.suites.readme", "print the README's tables from benchmarks/published/ (command, date, machine, spread)"),
     "ipc": ("benchmarks.micro.ipc", "micro: the IPC round trips of DESIGN.md's table"),
     "scheduler-core": ("benchmarks.micro.metrics_cost", "micro: the scheduler core's cost per query, with and without metrics"),
 }

@@ -31,7 +31,12 @@ from benchmarks.drivers.loadgen.driver import (
 )
 from benchmarks.drivers.loadgen.schedule import ArrivalSpec, arrivals
 from benchmarks.harness.cli import add_common_flags, common_config, csv_names
-from benchmarks.harness.machine import cpu_list, wait_until_idle
+from benchmarks.harness.machine import (
+    DEFAULT_THRESHOLD_PERCENT,
+    OthersMeter,
+    cpu_list,
+    wait_until_idle,
+)
 from benchmarks.harness.metrics import MetricsClient, counts_of, settled, stage_breakdown_ms
 from benchmarks.harness.progress import Progress
 from benchmarks.harness.results import ResultWriter, markdown_table
@@ -68,6 +73,7 @@ class Probe:
     hit_rate: float | None = None
     ideal_hit_rate: float | None = None
     error: str | None = None
+    others_cpu_percent: float | None = None  # other processes during the probe, % of one CPU
 
 
 @dataclass(slots=True)
@@ -101,6 +107,7 @@ def probe(running: RunningSystem, workload: Workload, spec: ArrivalSpec, t: Timi
                         body_index=index, bodies=bodies, warmup_s=t.warmup_s, end_s=end_s, slo_s=t.slo_ms / 1e3,
                         description=spec.describe())
     client = MetricsClient(running.metrics_port) if running.metrics_port else None
+    meter = OthersMeter()
     try:
         before = settled(client, workload.app_name) if client else None
         result = run_open_loop(plan, gen)
@@ -112,7 +119,7 @@ def probe(running: RunningSystem, workload: Workload, spec: ArrivalSpec, t: Timi
             client.close()
     s = asdict(result.summary)
     passed = (s.get("slo_attainment") or 0) >= PASS_ATTAINMENT and not s.get("generator_saturated")
-    p = Probe("", spec.rate_per_s, passed, s)
+    p = Probe("", spec.rate_per_s, passed, s, others_cpu_percent=meter.stop()[0])
     if before is not None and after is not None:
         d = counts_of(after, workload.app_name).minus(counts_of(before, workload.app_name))
         p.stages_ms = stage_breakdown_ms(d, (s.get("latency") or {}).get("mean_ms"))
@@ -127,7 +134,8 @@ def describe(p: Probe) -> str:
         return f"{p.kind} {p.rate_per_s:,.0f}/s: FAILED {p.error.splitlines()[0]}"
     s, lat = p.summary, p.summary.get("latency") or {}
     att = s.get("slo_attainment")
-    extra = " GENERATOR-SATURATED" if s.get("generator_saturated") else (" generator-limited" if s.get("generator_limited") else "")
+    busy = f" BUSY (others {p.others_cpu_percent:.0f}% of a CPU)" if (p.others_cpu_percent or 0) >= DEFAULT_THRESHOLD_PERCENT else ""
+    extra = busy + (" GENERATOR-SATURATED" if s.get("generator_saturated") else (" generator-limited" if s.get("generator_limited") else ""))
     return (f"{p.kind} {p.rate_per_s:,.0f}/s: achieved {s.get('achieved_per_s', 0):,.0f}/s, p99 {lat.get('p99_ms') or 0:.1f} ms, "
             f"SLO {'-' if att is None else f'{100 * att:.1f}%'} -> {'pass' if p.passed else 'fail'}{extra}")
 

@@ -45,6 +45,7 @@ from benchmarks.harness.servers import (
     StopReport,
     free_port,
     is_ready,
+    kill_all,
     log_tail,
 )
 from benchmarks.systems import RunningSystem, StartContext
@@ -275,13 +276,7 @@ class RayServeSystem:
                 # kills every other process of the PID namespace.
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        leftovers = processes_in_netns(ns) if ns else []
-        for p in leftovers:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(leftovers, timeout=5)
+        leftovers = kill_all(processes_in_netns(ns) if ns else [])
         return StopReport(
             exit_code=proc.returncode, killed=killed, leftover_pids=[p.pid for p in leftovers]
         )
