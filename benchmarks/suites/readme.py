@@ -16,13 +16,27 @@ import orjson
 from benchmarks.harness import PUBLISHED_DIR, REPO_ROOT
 
 
+def _points(doc: dict) -> list[dict]:
+    """Every point record of a document that has them (closed-loop points, open-loop probes)."""
+    runs = doc.get("runs") or []
+    if isinstance(runs, dict):
+        runs = [r for v in runs.values() for r in v]
+    runs = list(runs) + list(doc.get("inline_runs") or [])
+    return [p for r in runs for p in (r.get("points") or r.get("probes") or [])]
+
+
 def block(path: Path) -> str:
     doc = orjson.loads(path.read_bytes())
     host, machine = doc.get("host", {}), doc.get("machine", {})
     busy = machine.get("busy_checks", 0)
     worst = machine.get("max_others_cpu_percent")
-    quiet = (f"other processes at most {worst:.0f}% of a CPU before any point" if busy == 0 and worst is not None
-             else f"{busy} of {machine.get('checks')} points started on a busy machine (others up to {worst:.0f}% of a CPU)")
+    waited = sum(c.get("waited_s", 0) for c in machine.get("per_point", []))
+    during = [p.get("others_cpu_percent") for p in _points(doc) if p.get("others_cpu_percent") is not None]
+    quiet = (f"the harness waited {waited:.0f} s in all for other processes to go idle; at start "
+             + (f"all {machine.get('checks')} checks found them under the threshold (at most {worst:.0f}% of a CPU)" if busy == 0 and worst is not None
+                else f"{busy} of {machine.get('checks')} checks still found them busy (up to {worst:.0f}% of a CPU)"))
+    if during:
+        quiet += f"; during the points others used at most {max(during):.0f}% of a CPU (median {sorted(during)[len(during) // 2]:.0f}%)"
     head = (f"`{doc.get('command')}` — {doc.get('started_utc', '?')[:16].replace('T', ' ')} UTC, "
             f"{host.get('cpu_count')} × {host.get('cpu_model')}, {quiet}; "
             f"git {str(doc.get('git', {}).get('sha'))[:10]}; [`{path.relative_to(REPO_ROOT)}`]({path.relative_to(REPO_ROOT)})")
@@ -30,11 +44,11 @@ def block(path: Path) -> str:
     parts = [head]
     for name, table in tables.items():
         if name:
-            parts.append(f"\nbatch wait {name} ms:\n")
+            parts.append(f"batch wait {name} ms, max batch 64:")
         parts.append(table)
     if "report" in doc and not tables:
         parts.append("```\n" + doc["report"] + "\n```")
-    return "\n".join(parts)
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
