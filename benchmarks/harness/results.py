@@ -90,11 +90,25 @@ def relative_paths(value: object) -> object:
 
 
 def without_bulk(value: object) -> object:
+    """Raw outputs, per-point command lines and long responses dropped; floats to 5 digits."""
     if isinstance(value, dict):
-        return {k: without_bulk(v) for k, v in value.items() if k not in BULKY_KEYS}
+        return {
+            k: without_bulk(v) for k, v in value.items()
+            if k not in BULKY_KEYS and not (k == "command" and isinstance(v, list))
+        }
     if isinstance(value, list | tuple):
         return [without_bulk(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.5g}")
+    if isinstance(value, str) and len(value) > 2000:
+        return value[:2000] + " ..."
     return value
+
+
+def published_copy(document: dict[str, object]) -> bytes:
+    """The committed form of a result document: small, and without this machine's paths."""
+    small = relative_paths(without_bulk(document))
+    return orjson.dumps(small, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 class ResultWriter:
@@ -141,8 +155,7 @@ class ResultWriter:
         if publish:
             PUBLISHED_DIR.mkdir(parents=True, exist_ok=True)
             path = PUBLISHED_DIR / f"{self.suite}.json"
-            small = relative_paths(without_bulk(doc))
-            path.write_bytes(orjson.dumps(small, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) + b"\n")
+            path.write_bytes(published_copy(doc))
             paths.append(path)
         return paths
 

@@ -104,9 +104,10 @@ def test_cpu_lists() -> None:
 def test_published_documents_hold_no_repository_path_and_no_bulk() -> None:
     from benchmarks.harness import REPO_ROOT
 
-    doc = {"log": f"{REPO_ROOT}/benchmarks/x.log", "output": "wrk text", "nested": [{"cdf_ms": [1], "k": 1}]}
+    doc = {"log": f"{REPO_ROOT}/benchmarks/x.log", "output": "wrk text", "command": "python -m benchmarks x",
+           "nested": [{"cdf_ms": [1], "k": 1.23456789, "command": ["wrk", "-t1"]}]}
     small = relative_paths(without_bulk(doc))
-    assert small == {"log": "benchmarks/x.log", "nested": [{"k": 1}]}
+    assert small == {"log": "benchmarks/x.log", "command": "python -m benchmarks x", "nested": [{"k": 1.2346}]}
 
 
 def test_markdown_table() -> None:
