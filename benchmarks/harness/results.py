@@ -108,7 +108,7 @@ def without_bulk(value: object) -> object:
 def published_copy(document: dict[str, object]) -> bytes:
     """The committed form of a result document: small, and without this machine's paths."""
     small = relative_paths(without_bulk(document))
-    return orjson.dumps(small, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) + b"\n"
+    return orjson.dumps(small, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 class ResultWriter:

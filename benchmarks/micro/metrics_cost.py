@@ -50,8 +50,8 @@
    Skipped with ``--no-live``; a server that does not start is reported, not fatal.
 
 Writes ``benchmarks/results/metrics-overhead-<UTC>.json`` (git sha, host, versions, config,
-every round). Reused from the harness: git/host/version records (``benchmarks.run``), server
-start/stop (``benchmarks.server_proc``), wrk (``benchmarks.wrk_driver``), inputs
+every round). Reused from the harness: git/host/version records (``benchmarks.harness.results``), server
+start/stop (``benchmarks.systems.schooner``), wrk (``benchmarks.drivers.wrk``), inputs
 (``benchmarks.workloads``). Nothing here judges a figure: there are no thresholds.
 """
 
@@ -106,7 +106,7 @@ LIVE_DURATION_S = 4
 QUICK_LIVE_DURATION_S = 2
 LIVE_WARMUP_S = 1
 LIVE_INPUT_SEED = 7000
-WRK_CPUS_NOTE = "wrk pinned to the first CPU when there are several, as benchmarks.run does"
+WRK_CPUS_NOTE = "wrk pinned to the first CPU when there are several, as the serving suite does"
 
 COUNTING_ATTRS_METRICS = ("limit_gauge",)  # plus every attribute named m_*
 COUNTING_ATTRS_STATS = ("stats",)

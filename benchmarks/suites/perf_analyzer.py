@@ -1,7 +1,7 @@
 """Schooner's Open Inference Protocol endpoint under Triton's perf_analyzer: JSON vs binary tensors.
 
 ``python -m benchmarks perf-analyzer [--quick] [--shm]`` starts Schooner serving one model
-at a time (``benchmarks.server_proc``), drives ``POST /v2/models/<m>/infer`` with perf_analyzer
+at a time (``benchmarks.systems.schooner``), drives ``POST /v2/models/<m>/infer`` with perf_analyzer
 (``benchmarks.perf_analyzer_driver``, installed into ``benchmarks/.venv-perf`` on first use) at
 each concurrency, once with binary tensors and once with JSON tensors (inputs and outputs alike),
 stops it, and prints one table, then writes one JSON file under ``benchmarks/results/``.

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from benchmarks.harness import PUBLISHED_DIR, REPO_ROOT
+from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT
 
 
 def _points(doc: dict) -> list[dict]:
@@ -32,11 +33,16 @@ def block(path: Path) -> str:
     worst = machine.get("max_others_cpu_percent")
     waited = sum(c.get("waited_s", 0) for c in machine.get("per_point", []))
     during = [p.get("others_cpu_percent") for p in _points(doc) if p.get("others_cpu_percent") is not None]
-    quiet = (f"the harness waited {waited:.0f} s in all for other processes to go idle; at start "
-             + (f"all {machine.get('checks')} checks found them under the threshold (at most {worst:.0f}% of a CPU)" if busy == 0 and worst is not None
-                else f"{busy} of {machine.get('checks')} checks still found them busy (up to {worst:.0f}% of a CPU)"))
+    if not machine.get("checks"):
+        quiet = "no busy check (nothing timed against a server)"
+    else:
+        quiet = (f"the harness waited {waited:.0f} s in all for other processes to go idle; at start "
+                 + (f"all {machine.get('checks')} checks found them under the threshold (at most {worst:.0f}% of a CPU)" if busy == 0
+                    else f"{busy} of {machine.get('checks')} checks still found them busy (up to {worst:.0f}% of a CPU)"))
     if during:
-        quiet += f"; during the points others used at most {max(during):.0f}% of a CPU (median {sorted(during)[len(during) // 2]:.0f}%)"
+        hit = sum(1 for d in during if d >= DEFAULT_THRESHOLD_PERCENT)
+        quiet += (f"; during the points other processes used ≥ {DEFAULT_THRESHOLD_PERCENT:g}% of a CPU in {hit} of "
+                  f"{len(during)} points (at most {max(during):.0f}%)")
     head = (f"`{doc.get('command')}` — {doc.get('started_utc', '?')[:16].replace('T', ' ')} UTC, "
             f"{host.get('cpu_count')} × {host.get('cpu_model')}, {quiet}; "
             f"git {str(doc.get('git', {}).get('sha'))[:10]}; [`{path.relative_to(REPO_ROOT)}`]({path.relative_to(REPO_ROOT)})")

@@ -38,7 +38,7 @@ after the degradation it took for the probability (Exp3, epsilon-greedy) or weig
 the broken model to fall below 1/2, if it had been above.
 
 Reused from the harness (not duplicated): git sha, host and package versions and the results
-directory (``benchmarks.run``).
+directory (``benchmarks.harness.results``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     python -m benchmarks.drivers.loadgen --url ... --arrivals trace --trace arrivals.txt
     python -m benchmarks.drivers.loadgen --url ... --workers 2 --cpus 0,1 --bodies bodies.jsonl
 
-Bodies: ``--bodies`` names a file of request bodies, one per line (as ``benchmarks.wrk_driver``
+Bodies: ``--bodies`` names a file of request bodies, one per line (as ``benchmarks.drivers.wrk``
 writes them), sent in file order and cycled; without it, 4,096 rows of
 ``benchmarks.workloads.make_inputs`` (``{"input": [16 floats]}``, the W1/W2 contract).
 """
