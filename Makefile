@@ -17,21 +17,31 @@ $(STAMP): pyproject.toml | $(PY)
 run: $(STAMP)  ## serve the built-in demo on http://127.0.0.1:1337
 	$(VENV)/bin/schooner serve
 
-test: $(STAMP)  ## every test (GPU tests skip without CUDA)
-	$(PY) -m pytest tests
+# Every test folder: pytest ignores `testpaths` when given paths, so they are all named here.
+TEST_DIRS := tests $(wildcard benchmarks tools)
+LINT_DIRS := $(wildcard engine ipc frontend model_procs tests benchmarks tools)
 
-bench: $(STAMP)  ## wrk sweep: Schooner vs the inline server vs the model alone (~3 min)
-	$(PY) -m benchmarks.run
+test: $(STAMP)  ## every test (GPU tests skip without CUDA), the benchmark harness's and tools' too
+	$(PY) -m pytest $(TEST_DIRS)
 
-bench-full: $(STAMP)  ## every benchmark, one after another (~30 min); results in benchmarks/results/
-	$(PY) -m benchmarks.run
-	$(PY) -m benchmarks.scheduler_bench
-	$(PY) -m benchmarks.selection_bench
-	$(PY) -m benchmarks.metrics_overhead
-	$(PY) -m benchmarks.perf_analyzer_bench --shm
+# BENCH_FLAGS=--publish also rewrites benchmarks/published/<suite>.json (the README's figures).
+BENCH_FLAGS ?=
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check engine ipc frontend model_procs tests benchmarks tools
+bench: $(STAMP)  ## Schooner vs the inline server vs the model limit, 3 repeats (~4 min); python -m benchmarks --help lists every suite
+	$(PY) -m benchmarks serving --duration 2 $(BENCH_FLAGS)
+
+bench-full: $(STAMP)  ## every suite, one after another (~1 h); results in benchmarks/results/
+	$(PY) -m benchmarks serving $(BENCH_FLAGS)
+	$(PY) -m benchmarks peers $(BENCH_FLAGS)
+	$(PY) -m benchmarks capacity $(BENCH_FLAGS)
+	$(PY) -m benchmarks scheduler $(BENCH_FLAGS)
+	$(PY) -m benchmarks selection $(BENCH_FLAGS)
+	$(PY) -m benchmarks scheduler-core $(BENCH_FLAGS)
+	$(PY) -m benchmarks ipc $(BENCH_FLAGS)
+	$(PY) -m benchmarks perf-analyzer --shm $(BENCH_FLAGS)
+
+lint: $(STAMP)  ## ruff over every source folder that exists
+	$(VENV)/bin/ruff check $(LINT_DIRS)
 
 sweep: $(STAMP)  ## remove shared memory left by dead instances
 	$(VENV)/bin/schooner sweep

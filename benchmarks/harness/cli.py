@@ -1,0 +1,71 @@
+"""The flags every suite takes, and the frozen run settings built from them.
+
+Owns ``add_common_flags`` (``--quick``, ``--repeats``, ``--client-cpus``, ``--server-cpus``,
+``--max-wait-idle``, ``--idle-threshold``, ``--publish``) and ``CommonConfig``, handed to a suite
+once at start. Children never read these from the environment: a suite passes what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT, default_client_cpus
+
+MIN_REPEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CommonConfig:
+    quick: bool
+    repeats: int
+    client_cpus: str | None  # taskset list for the load generator
+    server_cpus: str | None  # taskset list for every server under test; None: unpinned
+    max_wait_idle_s: float
+    idle_threshold_percent: float
+    publish: bool
+
+
+def add_common_flags(parser: argparse.ArgumentParser, repeats: int = MIN_REPEATS) -> None:
+    g = parser.add_argument_group("common to every suite")
+    g.add_argument("--quick", action="store_true", help="short points, for a smoke run")
+    g.add_argument("--repeats", type=int, default=repeats, help=f"runs of every point (default {repeats}); figures are medians with min-max")
+    g.add_argument("--client-cpus", default="auto", help="taskset CPU list of the load generator (default: the first CPU; 'none': unpinned)")
+    g.add_argument("--server-cpus", default=None, help="taskset CPU list of every server under test (default: unpinned)")
+    g.add_argument("--max-wait-idle", type=float, default=60.0, metavar="S", help="before each point, wait up to S s for other processes to go idle (default 60), then go on and flag it")
+    g.add_argument("--idle-threshold", type=float, default=DEFAULT_THRESHOLD_PERCENT, metavar="PCT", help=f"other processes' CPU (%% of one CPU) that counts as busy (default {DEFAULT_THRESHOLD_PERCENT:g})")
+    g.add_argument("--publish", action="store_true", help="also write benchmarks/published/<suite>.json (the README's figures)")
+
+
+def common_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> CommonConfig:
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    client = args.client_cpus
+    client = default_client_cpus() if client == "auto" else (None if client == "none" else client)
+    return CommonConfig(
+        quick=args.quick,
+        repeats=args.repeats,
+        client_cpus=client,
+        server_cpus=args.server_cpus,
+        max_wait_idle_s=args.max_wait_idle,
+        idle_threshold_percent=args.idle_threshold,
+        publish=args.publish,
+    )
+
+
+def csv_ints(text: str, parser: argparse.ArgumentParser, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x)
+    except ValueError:
+        parser.error(f"{flag} takes comma-separated integers")
+    if not values or any(v < 1 for v in values):
+        parser.error(f"{flag} values must be at least 1")
+    return values
+
+
+def csv_names(text: str, known, parser: argparse.ArgumentParser, flag: str) -> tuple[str, ...]:
+    names = tuple(x for x in text.split(",") if x)
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        parser.error(f"{flag} takes a subset of {','.join(known)} (unknown: {','.join(unknown)})")
+    return names

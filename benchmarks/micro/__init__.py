@@ -1,0 +1,1 @@
+"""Micro-benchmarks: single mechanisms timed in isolation (no HTTP, no server)."""

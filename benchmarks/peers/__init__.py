@@ -1,1 +1,0 @@
-"""Peer serving systems (LitServe, Ray Serve) driven by the same harness as Schooner."""
