@@ -143,8 +143,9 @@ class AdminServer:
 
     def _write(self, conn: _AdminConn, status: int, doc, keep_alive: bool) -> None:
         body = doc if isinstance(doc, bytes) else orjson.dumps(doc)
-        head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n" % (
-            status, _REASONS.get(status, b"Unknown"), len(body), b"" if keep_alive else b"Connection: close\r\n")
+        ctype = b"text/plain" if isinstance(doc, bytes) else b"application/json"
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+            status, _REASONS.get(status, b"Unknown"), ctype, len(body), b"" if keep_alive else b"Connection: close\r\n")
         try:
             conn.sock.setblocking(True)  # answers are small; a stuck admin client is its own problem
             conn.sock.settimeout(5.0)

@@ -20,6 +20,7 @@ from schooner.engine.config import (
     load_config,
     parse_config,
 )
+from schooner.engine.registry import RegistryStore, merge, registry_path
 from schooner.engine.spawn import setup_logging
 from schooner.engine.supervisor import StartupError, Supervisor
 from schooner.ipc.shm import sweep_stale
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-client-shm", action="store_true", default=None,
                    help="enable Triton's system shared memory extension (clients' /dev/shm regions are read and written)")
     s.add_argument("--data-dir", default=None, help=f"where the demo's trained model and the selection policies' state are kept (default {default_data_dir()})")
+    s.add_argument("--admin-port", type=int, help="admin API port (default 1338; 0 picks a free one)")
+    s.add_argument("--admin-host", help="admin API address (default 127.0.0.1; another needs a token)")
+    s.add_argument("--admin-token", default=None,
+                   help="bearer token the admin API requires (default: $SCHOONER_ADMIN_TOKEN, else none on 127.0.0.1)")
+    s.add_argument("--reset-registry", action="store_true",
+                   help="forget the changes made through the admin API and start from --config alone")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     w = sub.add_parser("sweep", help="remove shared-memory segments left by dead schooner instances")
     w.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -81,10 +88,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.frontends is not None and args.frontends < 1:
         print("schooner: --frontends: expected an integer >= 1", file=sys.stderr)
         return 2
-    overrides = dict(host=args.host, port=args.port, frontends=args.frontends, allow_client_shm=args.allow_client_shm)
+    overrides = dict(host=args.host, port=args.port, frontends=args.frontends, allow_client_shm=args.allow_client_shm,
+                     admin_port=args.admin_port, admin_host=args.admin_host)
     try:
         if args.config:
-            cfg = load_config(args.config, **overrides)
+            cfg = load_config(args.config, allow_no_apps=True, **overrides)
         else:
             cfg = demo_config(args.data_dir or default_data_dir(), **overrides)
     except ConfigError as e:
@@ -94,7 +102,17 @@ def serve(args: argparse.Namespace) -> int:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(args.data_dir or default_data_dir()))
-    sup = Supervisor(cfg)
+    token = args.admin_token or os.environ.get("SCHOONER_ADMIN_TOKEN") or None
+    if cfg.admin_host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"schooner: the admin API on {cfg.admin_host} needs a token (--admin-token or SCHOONER_ADMIN_TOKEN): "
+              "deploying a model runs its code", file=sys.stderr)
+        return 2
+    store = RegistryStore(registry_path(cfg.data_dir, cfg.source))
+    if not args.reset_registry:
+        cfg, warnings = merge(cfg, store.load())
+        for w in warnings:
+            log.warning("%s", w)
+    sup = Supervisor(cfg, admin_token=token, registry=store)
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
     signal.signal(signal.SIGHUP, sup.request_stop)  # a closed terminal: drain and stop, never die silently
@@ -107,9 +125,12 @@ def serve(args: argparse.Namespace) -> int:
     except BaseException:
         sup.close()
         raise
+    store.save(sup.cfg)
     host = cfg.host if ":" not in cfg.host else f"[{cfg.host}]"
-    apps = ", ".join(a.name for a in cfg.apps)
+    apps = ", ".join(a.name for a in cfg.apps if not a.deleted) or "no app yet"
     print(f"Schooner is serving {apps} at http://{host}:{sup.port} (instance {sup.instance})", flush=True)
+    ahost = sup.admin.host if ":" not in sup.admin.host else f"[{sup.admin.host}]"
+    print(f"Admin API at http://{ahost}:{sup.admin.port}/admin/ (Clipper's management endpoints)", flush=True)
     if not args.config:
         print("Try it:\n" + _demo_example(host, sup.port), flush=True)
     return sup.run()

@@ -119,6 +119,10 @@ class ServerConfig:
     model_stall_timeout_s: float = 10.0  # a replica holding a batch longer than this is not ready
     max_restarts: int = 5  # a role dying this often within restart_window_s stops the server
     restart_window_s: float = 60.0
+    # management (the admin token is not here: children never see it)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 1338  # 0 picks a free one
+    warm_versions: int = 1  # previous versions of a model whose processes stay up for a fast rollback
     source: str = "<built-in>"
     python_path: tuple[str, ...] = field(default=())
 
@@ -404,6 +408,9 @@ def parse_config(data: dict, source: str = "<config>", allow_no_apps: bool = Fal
         model_stall_timeout_s=server.seconds("model_stall_timeout_s", 10.0),
         max_restarts=server.positive("max_restarts", 5),
         restart_window_s=server.seconds("restart_window_s", 60.0),
+        admin_host=server.get("admin_host", str, "a host address", "127.0.0.1"),
+        admin_port=server.positive("admin_port", 1338, minimum=0),
+        warm_versions=server.positive("warm_versions", 1, minimum=0),
     )
     server.check_unknown()
     kw.update({k: v for k, v in overrides.items() if v is not None})
@@ -412,7 +419,7 @@ def parse_config(data: dict, source: str = "<config>", allow_no_apps: bool = Fal
     return ServerConfig(models=tuple(models), apps=tuple(apps), source=source, **kw)
 
 
-def load_config(path: str, **overrides) -> ServerConfig:
+def load_config(path: str, allow_no_apps: bool = False, **overrides) -> ServerConfig:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -420,7 +427,7 @@ def load_config(path: str, **overrides) -> ServerConfig:
         raise ConfigError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse_config(data, source=path, **overrides)
+    return parse_config(data, source=path, allow_no_apps=allow_no_apps, **overrides)
 
 
 @dataclass(frozen=True, slots=True)

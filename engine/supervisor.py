@@ -43,6 +43,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from schooner.engine.admin import AdminServer
 from schooner.engine.config import ServerConfig
 from schooner.engine.core.metrics import MetricSet
 from schooner.engine.gpus import (
@@ -52,6 +53,7 @@ from schooner.engine.gpus import (
     discover_gpus,
     is_gpu_device,
 )
+from schooner.engine.management import Manager
 from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode_args
 from schooner.ipc import protocol
 from schooner.ipc.board import Board, board_nbytes
@@ -104,6 +106,7 @@ class Child:
     exit_code: int | None = None
     index: int = -1  # a frontend's index
     rebinding: bool = False  # a model sent `Rebind`, its `Rebound` not back yet
+    fatal: str = ""  # why it could not start, as it said
 
 
 @dataclass
@@ -114,14 +117,19 @@ class _ReplicaSlot:
     child: Child | None = None
     rings: list[str] = field(default_factory=list)
     ring_gen: int = 0  # ring pairs created for this replica so far (names must not repeat)
+    retired: bool = False  # scaled down: never respawned
+    last_error: str = ""  # why its last process died before it was ready
 
 
 class Supervisor:
     """Creates, watches and tears down one Schooner instance. Not a singleton: a process may
     hold several (tests do), each with its own instance id, segments and ports."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, admin_token: str | None = None, registry=None) -> None:
         self.cfg = config
+        self.admin_token = admin_token
+        self.admin: AdminServer | None = None
+        self.manager = Manager(self, registry, config.warm_versions)
         self.instance = new_instance_id()
         self.state = SupervisorState.STARTING
         self.segments: set[str] = set()
@@ -150,6 +158,8 @@ class Supervisor:
         self._board_seg: Segment | None = None
         self.scheduler: Child | None = None
         self.gpu_placer: GpuPlacement | None = None
+        self.epoch = 0
+        self.pending_acks: dict[int, set[Child]] = {}
 
     # -- state ------------------------------------------------------------------------------
 
@@ -356,6 +366,11 @@ class Supervisor:
         except OSError as e:
             why = "address in use (another server, or another schooner, holds it)" if e.errno == errno.EADDRINUSE else e.strerror
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {why}") from None
+        try:
+            self.admin = AdminServer(cfg.admin_host, cfg.admin_port, self.admin_token)
+        except OSError as e:
+            why = "address in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise StartupError(f"cannot listen on the admin port {cfg.admin_host}:{cfg.admin_port}: {why}") from None
         self.sched_bell = self._bell()
         self.fe_bells = [self._bell() for _ in range(cfg.frontends)]
         self.model_bells = [[self._bell() for _ in range(m.replicas)] for m in cfg.models]
@@ -430,8 +445,11 @@ class Supervisor:
     def _on_ready(self, c: Child) -> None:
         c.ready = True
         if c.role is protocol.Role.MODEL:
-            self.replicas[c.model][c.replica].failures = 0
-            if not c.rebinding:  # else its `Rebound` announces it, on the rings it moved to
+            slot = self.replicas[c.model][c.replica]
+            slot.failures = 0
+            if slot.retired:
+                self._send(c, protocol.Stop())  # scaled down while it started
+            elif not c.rebinding:  # else its `Rebound` announces it, on the rings it moved to
                 self._announce(c)
 
     def _publish_metrics(self) -> None:
@@ -455,12 +473,20 @@ class Supervisor:
         now = time.monotonic()
         timeouts = [s.respawn_at for row in self.replicas for s in row if s.respawn_at is not None]
         timeouts += [c.ready_deadline for c in self.children if not c.ready]
+        op = self.manager.timeout_s()
+        if op is not None:
+            timeouts.append(now + op)
         timeout = max(0.0, min(timeouts) - now) if timeouts else None
         fds = [self._sig_r.fileno()]
         for c in self.children:
             fds += [c.ctrl.fileno(), c.sentinel.fileno()]
+        if self.admin is not None:
+            fds += self.admin.fds()
         readable = set(wait_any(fds, timeout))
         self._drain_signal_pipe()
+        if self.admin is not None:
+            for req in self.admin.on_readable(readable):
+                self.manager.submit(req)
         for c in list(self.children):
             if c not in self.children:
                 continue  # replaced while this turn handled another child
@@ -473,7 +499,12 @@ class Supervisor:
                     if c.ready:
                         self._announce(c)
                 elif isinstance(msg, protocol.Fatal):
+                    c.fatal = msg.message
                     log.error("%s failed to start: %s", c.name, msg.message)
+                elif isinstance(msg, protocol.Reconfigured):
+                    self.pending_acks.get(msg.epoch, set()).discard(c)
+                elif isinstance(msg, protocol.ReplicaRetired):
+                    self._on_retired(msg.model, msg.replica)
             if c.sentinel.fileno() in readable and not c.sentinel.alive():
                 self._on_exit(c)
                 if self.state is not SupervisorState.RUNNING:
@@ -486,6 +517,7 @@ class Supervisor:
             for ri, slot in enumerate(row):
                 if slot.respawn_at is not None and now >= slot.respawn_at:
                     self._spawn_model(mi, ri)
+        self.manager.step()
 
     def _died_too_often(self, role: protocol.Role) -> bool:
         """Record a death of `role`; True when it died `max_restarts` times in the window."""
@@ -521,6 +553,15 @@ class Supervisor:
 
     def _on_model_exit(self, c: Child) -> None:
         slot = self.replicas[c.model][c.replica]
+        if slot.retired:  # scaled down: its rings go, nothing comes back
+            for name in c.rings:
+                self._unlink(name)
+            slot.child = None
+            slot.respawn_at = None
+            log.info("%s stopped (scaled down)", c.name)
+            return
+        if not c.ready:
+            slot.last_error = c.fatal or f"exited with code {c.exit_code} before it was ready"
         if c.ready:
             self._send(self.scheduler, protocol.ReplicaDown(c.model, c.replica, c.exit_code))
             slot.failures = 0
@@ -535,6 +576,79 @@ class Supervisor:
         self.m_restarts[protocol.Role.MODEL].value += 1
         self._publish_metrics()
         log.warning("%s exited with code %s; respawning in %.1f s", c.name, c.exit_code, delay)
+
+    # -- changes while serving (used by the management layer) ------------------------------
+
+    def broadcast(self, cfg: ServerConfig) -> int:
+        """Make `cfg` the configuration of every process; returns its epoch, in force
+        everywhere once `configured(epoch)`. Raises GpuConfigError for an impossible GPU."""
+        cfg = self._place_gpus(cfg)
+        self.cfg = cfg
+        self.epoch += 1
+        text = cfg.to_json().decode()
+        targets = {c for c in self.children if c.role in (protocol.Role.SCHEDULER, protocol.Role.FRONTEND)}
+        for c in targets:
+            self._send(c, protocol.Reconfigure(text, self.epoch))
+        self.pending_acks[self.epoch] = targets
+        return self.epoch
+
+    def configured(self, epoch: int) -> bool:
+        """Every process that got `epoch` acknowledged it (or died: its successor starts
+        with the newer configuration)."""
+        waiting = self.pending_acks.get(epoch, set())
+        waiting.intersection_update(self.children)
+        if not waiting:
+            self.pending_acks.pop(epoch, None)
+            return True
+        return False
+
+    def start_replicas(self, mi: int, ris: range) -> None:
+        """Spawn replicas `ris` of model `mi` (slots and doorbells created as needed)."""
+        while len(self.replicas) <= mi:
+            self.replicas.append([])
+            self.model_bells.append([])
+        for ri in ris:
+            while len(self.replicas[mi]) <= ri:
+                self.replicas[mi].append(_ReplicaSlot())
+                self.model_bells[mi].append(self._bell())
+            slot = self.replicas[mi][ri]
+            slot.retired, slot.failures, slot.last_error = False, 0, ""
+            if slot.child is None:
+                self._spawn_model(mi, ri)
+
+    def replicas_state(self, mi: int, ris: range) -> tuple[bool, str]:
+        """(all ready, the first start-up error): how a start of `ris` is going."""
+        ready = True
+        for ri in ris:
+            slot = self.replicas[mi][ri]
+            if slot.last_error:
+                return False, slot.last_error
+            if slot.child is None or not slot.child.ready:
+                ready = False
+        return ready, ""
+
+    def retire_replicas(self, mi: int, ris: range) -> None:
+        """Scale down: the scheduler sends them no more batches; each stops after its batch."""
+        for ri in ris:
+            if ri >= len(self.replicas[mi]):
+                continue
+            slot = self.replicas[mi][ri]
+            slot.retired = True
+            slot.respawn_at = None
+            if slot.child is None:
+                continue
+            if slot.child.ready and not slot.child.rebinding:
+                self._send(self.scheduler, protocol.ReplicaRetire(mi, ri))
+            else:  # not serving yet: nothing to finish
+                slot.child.popen.kill()
+
+    def retired(self, mi: int, ris: range) -> bool:
+        return all(ri >= len(self.replicas[mi]) or self.replicas[mi][ri].child is None for ri in ris)
+
+    def _on_retired(self, mi: int, ri: int) -> None:
+        slot = self.replicas[mi][ri]
+        if slot.child is not None:
+            self._send(slot.child, protocol.Stop())
 
     def _abort_frontends(self, reason: str) -> None:
         for f in self.children:
@@ -660,6 +774,10 @@ class Supervisor:
         for s in self.listen_socks:
             s.close()
         self.listen_socks = []
+        if self.admin is not None:
+            self.manager.abandon("the server is stopping")
+            self.admin.close()
+            self.admin = None
         for pair in self.feedback:
             for sock in pair:
                 sock.close()

@@ -24,6 +24,7 @@ from schooner.ipc.shm import list_segments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SERVING = re.compile(r"at http://([^ ]+):(\d+) \(instance ([0-9a-fx]+)\)")
+_ADMIN = re.compile(r"Admin API at http://([^ ]+):(\d+)/admin/")
 
 
 class ClientThread(threading.Thread):
@@ -82,6 +83,8 @@ class SchoonerServer:
     def __init__(self, tmp_path, config: str | None = None, *extra: str, startup_s: float = 90) -> None:
         self.tmp_path = tmp_path
         args = [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", "0", *extra]
+        if "--admin-port" not in extra:
+            args += ["--admin-port", "0"]
         if config is not None:
             path = tmp_path / "schooner.toml"
             path.write_text(toml_config(config))
@@ -103,6 +106,10 @@ class SchoonerServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in time: " + self.log())
         self.host, self.port, self.instance = m.group(1), int(m.group(2)), m.group(3)
+        line = self.proc.stdout.readline().decode()  # printed right after the serving line
+        self.lines.append(line)
+        a = _ADMIN.search(line)
+        self.admin_host, self.admin_port = (a.group(1), int(a.group(2))) if a else (None, None)
         self._rest = threading.Thread(target=self._read_rest, daemon=True)
         self._rest.start()
         self.all_pids: set[int] = set()
@@ -151,6 +158,22 @@ class SchoonerServer:
         except orjson.JSONDecodeError:
             parsed = raw
         return resp.status, parsed, dict(resp.getheaders())
+
+    def admin(self, endpoint: str, body=None, token: str | None = None, timeout: float = 300):
+        """(status, parsed JSON or raw bytes) of one admin API call (POST, or GET for ping)."""
+        conn = http.client.HTTPConnection(self.admin_host, self.admin_port, timeout=timeout)
+        try:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            method = "GET" if endpoint == "ping" else "POST"
+            conn.request(method, f"/admin/{endpoint}", body=None if body is None else orjson.dumps(body), headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return resp.status, raw
 
     def predict(self, app: str, payload, conn=None):
         status, body, _ = self.request("POST", f"/{app}/predict", payload, conn)

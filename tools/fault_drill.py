@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(cfg, "w") as f:
             f.write(CONFIG)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", "0", "--config", cfg, "--data-dir", tmp],
+            [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", "0", "--admin-port", "0", "--config", cfg, "--data-dir", tmp],
             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
         try:

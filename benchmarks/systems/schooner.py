@@ -109,7 +109,7 @@ def start_schooner(
         path = ctx.work_dir / f"{label.replace(' ', '-')}.toml"
         path.write_text(toml)
         config_path = str(path)
-    argv = [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(port), "--admin-port", "0"]
     if config_path is not None:
         argv += ["--config", config_path]
     if ctx.allow_client_shm:

@@ -178,7 +178,7 @@ def test_a_port_held_by_another_server_fails_the_start_with_address_in_use(tmp_p
         cfg = tmp_path / "second.toml"
         cfg.write_text(CONFIG.format(max_restarts=5))
         second = subprocess.run(
-            [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(first.port), "--config", str(cfg),
+            [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(first.port), "--admin-port", "0", "--config", str(cfg),
              "--data-dir", str(tmp_path / "d2")],
             cwd=ROOT, capture_output=True, timeout=120,
         )
@@ -192,7 +192,7 @@ def test_a_port_held_by_another_server_fails_the_start_with_address_in_use(tmp_p
     try:
         port = holder.getsockname()[1]
         third = subprocess.run(
-            [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(port), "--config", str(cfg),
+            [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(port), "--admin-port", "0", "--config", str(cfg),
              "--data-dir", str(tmp_path / "d3")],
             cwd=ROOT, capture_output=True, timeout=120,
         )

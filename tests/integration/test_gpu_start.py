@@ -32,7 +32,7 @@ def test_a_gpu_model_without_a_gpu_fails_the_start_naming_the_model(tmp_path):
     cfg.write_text(CONFIG)
     before = set(list_segments())
     run = subprocess.run(
-        [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", "0", "--config", str(cfg),
+        [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", "0", "--admin-port", "0", "--config", str(cfg),
          "--data-dir", str(tmp_path / "d")],
         cwd=ROOT, capture_output=True, timeout=120,
     )
