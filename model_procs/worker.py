@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 from schooner.engine.gpus import local_device
 from schooner.engine.spawn import ModelArgs, setup_logging
@@ -34,6 +35,7 @@ from schooner.model_procs.ingest import CupyBackend, DeviceBackend, DeviceIngest
 from schooner.model_procs.runner import ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
+FAILURE_LOG_INTERVAL_S = 10.0
 
 
 class ModelProc:
@@ -45,6 +47,8 @@ class ModelProc:
         self.cfg = cfg
         self.name = name
         self.generation = 0  # rings rebound so far
+        self.failures = 0  # failed batches not logged yet
+        self.failure_logged = -FAILURE_LOG_INTERVAL_S
         self.runner = runner
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.bell = Doorbell(args.bell_fd)
@@ -76,6 +80,19 @@ class ModelProc:
         finally:
             if self.ingest is not None:
                 self.ingest.detach()  # unregister before the mappings go away with the process
+
+    def _log_failure(self, n: int) -> None:
+        """The traceback of a failed predict goes to the log: the first one, then at most one
+        every FAILURE_LOG_INTERVAL_S with the count of those not shown (a model failing on
+        every batch must not flood the log)."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self.failure_logged < FAILURE_LOG_INTERVAL_S:
+            return
+        more = f" ({self.failures - 1} more failed batches since the last one logged)" if self.failures > 1 else ""
+        log.exception("predict failed on a batch of %d%s", n, more)
+        self.failure_logged = now
+        self.failures = 0
 
     def _control(self) -> bool:
         """Handle one control message; False when the worker must exit."""
@@ -112,6 +129,7 @@ class ModelProc:
             error = None
         except Exception as e:  # the model's failure is this batch's answer, not ours
             scores, error = None, f"{type(e).__name__}: {e}"
+            self._log_failure(n)
         x = col = view = None  # the slot is ours until released; nothing may outlive that
         reader.release(1)
         return self._write(scores, error)
@@ -129,6 +147,7 @@ class ModelProc:
             error = None
         except Exception as e:  # the model's failure is this batch's answer, not ours
             scores, error = None, f"{type(e).__name__}: {e}"
+            self._log_failure(staged.n)
         x = y = None
         ingest.release_copied(self.inputs, upto=staged)
         generation = self.generation

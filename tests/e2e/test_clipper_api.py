@@ -6,7 +6,7 @@ import time
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.serving import ClientThread, SchoonerServer, finish, start
+from tests.serving import ClientThread, SchoonerServer, finish, start, until
 
 CONFIG = """
 [[models]]
@@ -81,6 +81,10 @@ def test_multi_dimensional_input_and_model_errors_keep_the_worker_alive(server):
     assert (status, body["output"]) == (200, 10.0)
     status, body = server.predict("picky", {"input": [-1, 2, 3, 4]})
     assert status == 500 and set(body) == {"error", "cause"} and "negative first feature" in body["cause"]
+    # the traceback is in the server's log, naming the model process
+    until(lambda: "predict failed" in server.log() and "ValueError: negative first feature" in server.log(),
+          "the model's traceback in the log", 30)
+    assert "model[picky:" in server.log()
     assert server.predict("picky", {"input": [1, 1, 1, 1]})[1]["output"] == 4.0
 
 
