@@ -61,6 +61,7 @@ def _demo_example(host: str, port: int) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="schooner", description="Low-latency prediction serving over shared memory.")
+    p.add_argument("--version", action="version", version=f"schooner {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the apps and models of a config file (or the built-in demo)",
                        description="Start the supervisor, frontends, scheduler and model processes.")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reset-registry", action="store_true",
                    help="forget the changes made through the admin API and start from --config alone")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _admin_verbs(sub)
     w = sub.add_parser("sweep", help="remove shared-memory segments left by dead schooner instances")
     w.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -136,10 +138,117 @@ def serve(args: argparse.Namespace) -> int:
     return sup.run()
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("schooner")
+    except Exception:
+        return "0+unknown"
+
+
+def _admin_verbs(sub) -> None:
+    """Verbs that drive a running server through its admin API."""
+
+    def verb(name, help_text):
+        v = sub.add_parser(name, help=help_text, description=help_text)
+        v.add_argument("--admin", default=os.environ.get("SCHOONER_ADMIN_URL", "http://127.0.0.1:1338"),
+                       help="the server's admin URL (default $SCHOONER_ADMIN_URL, else http://127.0.0.1:1338)")
+        v.add_argument("--token", default=None, help="bearer token (default $SCHOONER_ADMIN_TOKEN)")
+        return v
+
+    d = verb("deploy", "deploy a model version (current once its replicas are ready)")
+    d.add_argument("name")
+    d.add_argument("version")
+    d.add_argument("--entry-point", help="package.module:attr (or --framework and --model-path)")
+    d.add_argument("--framework", choices=["torchscript", "sklearn", "onnx"])
+    d.add_argument("--model-path")
+    d.add_argument("--input-type", required=True, help="doubles | floats | ints | bytes | strings")
+    d.add_argument("--input-shape", help="comma-separated, e.g. 16 or 3,32,32")
+    d.add_argument("--replicas", type=int)
+    d.add_argument("--max-batch-size", type=int)
+    d.add_argument("--device")
+    d.add_argument("--init-args", help="a JSON object of keyword arguments for the model class")
+    verb("models", "list model versions (current ones marked)")
+    verb("apps", "list applications and their linked models")
+    a = verb("add-app", "register an application")
+    a.add_argument("name")
+    a.add_argument("--input-type", required=True)
+    a.add_argument("--input-shape")
+    a.add_argument("--default-output", default="null")
+    a.add_argument("--slo-micros", type=int, default=100_000)
+    ln = verb("link", "link a model to an application")
+    ln.add_argument("app")
+    ln.add_argument("model")
+    sv = verb("set-version", "make a version current (roll back or forward)")
+    sv.add_argument("name")
+    sv.add_argument("version")
+    sc = verb("scale", "set a model's replica count (0 parks it)")
+    sc.add_argument("name")
+    sc.add_argument("replicas", type=int)
+    verb("status", "ping the server and list its model processes")
+
+
+def _shape(text: str | None) -> list[int] | None:
+    return None if not text else [int(x) for x in text.split(",") if x.strip()]
+
+
+def admin_verb(args: argparse.Namespace) -> int:
+    import json
+
+    from schooner.engine.client import AdminCallError, AdminClient
+
+    client = AdminClient(args.admin, args.token)
+    try:
+        if args.command == "deploy":
+            settings = {k: v for k, v in dict(input_shape=_shape(args.input_shape), replicas=args.replicas,
+                                               max_batch_size=args.max_batch_size, device=args.device,
+                                               framework=args.framework, model_path=args.model_path).items()
+                        if v is not None}
+            if args.init_args:
+                settings["init_args"] = json.loads(args.init_args)
+            out = client.deploy_model(args.name, args.version, args.input_type, entry_point=args.entry_point, **settings)
+        elif args.command == "models":
+            for m in client.get_all_models(verbose=True):
+                mark = "*" if m["is_current_version"] else " "
+                print(f"{mark} {m['model_name']}:{m['model_version']}  replicas={m['replicas']}  {m['entry_point']}")
+            return 0
+        elif args.command == "apps":
+            for a in client.get_all_apps(verbose=True):
+                print(f"{a['name']}  {a['input_type']}{a['input_shape']}  slo={a['latency_slo_micros']}us  "
+                      f"models={','.join(a['linked_models']) or '-'}")
+            return 0
+        elif args.command == "add-app":
+            extra = {"input_shape": _shape(args.input_shape)} if args.input_shape else {}
+            out = client.register_application(args.name, args.input_type, args.default_output, args.slo_micros, **extra)
+        elif args.command == "link":
+            out = client.link_model_to_app(args.app, args.model)
+        elif args.command == "set-version":
+            out = client.set_model_version(args.name, args.version)
+        elif args.command == "scale":
+            out = client.set_num_replicas(args.name, args.replicas)
+        else:  # status
+            print(f"{client.url}: {client.ping()}")
+            for r in client.get_all_model_replicas(verbose=True):
+                state = "ready" if r["ready"] else "starting"
+                print(f"  {r['model_name']}:{r['model_version']}:{r['replica_id']}  pid={r['pid']}  {state}")
+            return 0
+    except AdminCallError as e:
+        print(f"schooner {args.command}: {e.status} {e.error}: {e.cause}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"schooner {args.command}: cannot reach the admin API at {client.url}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command != "sweep":
+        return admin_verb(args)
     setup_logging("sweep", getattr(logging, args.log_level))
     removed = sweep_stale()
     print(f"removed {len(removed)} stale segment(s)")

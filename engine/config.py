@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from schooner.engine.core.policies import make_policy
+from schooner.model_procs.loaders import FRAMEWORKS
 
 INPUT_TYPE_ALIASES = {
     "bytes": "bytes", "byte": "bytes", "b": "bytes",
@@ -250,13 +251,29 @@ def _input_device(t: _Table, input_type: str, device: object) -> str:
     return value
 
 
+def _entry_point(t: _Table) -> tuple[str, dict]:
+    """(entry point, init_args): a class/object/function named `package.module:attr`, or a saved
+    artifact given as `framework` + `model_path` (loaded by `schooner.model_procs.loaders`)."""
+    init_args = t.get("init_args", dict, "a table of keyword arguments for the model class", {})
+    framework = t.get("framework", str, f"one of {', '.join(FRAMEWORKS)}", "")
+    if not framework:
+        return t.name("entry_point", _ENTRY_POINT, "'package.module:attr' (or framework + model_path)"), init_args
+    if framework not in FRAMEWORKS:
+        raise t.fail("framework", f"one of {', '.join(FRAMEWORKS)}", framework)
+    if "entry_point" in t.data:
+        raise t.fail("entry_point", "no entry_point together with framework", t.data["entry_point"])
+    path = t.get("model_path", str, "the path of the saved model")
+    return FRAMEWORKS[framework], {**init_args, "path": path}
+
+
 def parse_model(t: _Table) -> ModelConfig:
     """One model version from a [[models]] table (or an admin add_model body)."""
     itype = t.input_type()
+    entry_point, init_args = _entry_point(t)
     m = ModelConfig(
         name=t.name("name", _DNS1123, "a DNS-1123 label (lowercase letters, digits, '-')"),
         version=str(t.get("version", (str, int), "a version string like \"1\"", "1")),
-        entry_point=t.name("entry_point", _ENTRY_POINT, "'package.module:attr'"),
+        entry_point=entry_point,
         input_type=itype,
         input_shape=t.shape(itype),
         max_batch_size=t.positive("max_batch_size", 64),
@@ -264,7 +281,7 @@ def parse_model(t: _Table) -> ModelConfig:
         device=_device(t),
         input_device=_input_device(t, itype, t.data.get("device", "cpu")),
         output_slot_nbytes=t.positive("output_slot_nbytes", 4 * MIB, minimum=4096),
-        init_args=t.get("init_args", dict, "a table of keyword arguments for the model class", {}),
+        init_args=init_args,
         batch_size=t.get("batch_size", int, "-1 (adaptive) or a fixed batch size >= 1", -1),
         batch_wait_timeout_micros=t.positive("batch_wait_timeout_micros", 0, minimum=0),
         aimd_additive_step=t.positive("aimd_additive_step", 2),

@@ -331,6 +331,8 @@ class Manager:
         container = raw.pop("container_name", None)
         if "entry_point" not in raw and isinstance(container, str) and ":" in container:
             raw["entry_point"] = container
+        if "framework" in raw and "model_data_path" in raw and "model_path" not in raw:
+            raw["model_path"] = raw.pop("model_data_path")
         for clipper_only in ("labels", "model_data_path"):
             raw.pop(clipper_only, None)
         raw.pop("current", None)

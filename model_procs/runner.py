@@ -19,9 +19,12 @@ without a host round trip. ``scores`` is anything ``numpy.asarray`` accepts (tor
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -41,7 +44,7 @@ class ModelRunner:
         try:
             target = importlib.import_module(module_name)
         except Exception as e:
-            raise ModelLoadError(f"cannot import {module_name!r} for entry point {entry_point}: {e!r}") from e
+            raise ModelLoadError(f"cannot import {module_name!r} for entry point {entry_point}: {_describe(e)}") from e
         try:
             for part in attr_path.split("."):
                 target = getattr(target, part)
@@ -55,7 +58,8 @@ class ModelRunner:
                     target.setup(device)
                 return cls(target.predict, target)
         except Exception as e:
-            raise ModelLoadError(f"setting up {entry_point} on {device} failed: {e!r}") from e
+            log.exception("setting up %s on %s failed", entry_point, device)
+            raise ModelLoadError(f"setting up {entry_point} on {device} failed: {_describe(e)}") from e
         if callable(target):
             return cls(target)
         raise ModelLoadError(f"{entry_point} is neither a class, an object with predict, nor a function")
@@ -75,3 +79,9 @@ class ModelRunner:
 
     def predict(self, batch) -> np.ndarray:
         return self._predict(batch)
+
+
+def _describe(e: BaseException) -> str:
+    """Type, message and, for a file that could not be opened, its name (str() of an OSError
+    carries it; repr() does not)."""
+    return f"{type(e).__name__}: {e}"
