@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PORT ?= 1337
+ADMIN_PORT ?= 1338
 
 .PHONY: run test bench bench-full lint sweep clean
 
@@ -14,8 +17,13 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## serve the built-in demo on http://127.0.0.1:1337
-	$(VENV)/bin/schooner serve
+# serving needs only the package itself (numpy, pyarrow, uvloop, ..., scikit-learn for the demo)
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)  ## serve the built-in demo on http://127.0.0.1:$(PORT) (make run PORT=8000 ADMIN_PORT=8001)
+	$(VENV)/bin/schooner serve --port $(PORT) --admin-port $(ADMIN_PORT)
 
 # Every test folder: pytest ignores `testpaths` when given paths, so they are all named here.
 TEST_DIRS := tests $(wildcard benchmarks tools)
