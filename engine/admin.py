@@ -25,7 +25,10 @@ import orjson
 log = logging.getLogger(__name__)
 
 MAX_ADMIN_BODY_NBYTES = 1 << 20
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
+MAX_ADMIN_HEAD_NBYTES = 64 << 10  # request line and headers
+MAX_ADMIN_CONNECTIONS = 64
+MAX_QUEUED_PER_CONNECTION = 16  # parsed and unanswered: the connection is not read beyond this
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 431: b"Request Header Fields Too Large", 404: b"Not Found", 405: b"Method Not Allowed",
             413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
 
 
@@ -58,10 +61,18 @@ class _AdminConn:
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_ADMIN_HEAD_NBYTES:
+            raise ValueError("URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.nbytes -= len(name) + len(value)  # counted negative until the body starts
+        if -self.nbytes > MAX_ADMIN_HEAD_NBYTES:
+            raise ValueError("headers too long")
         if name.lower() == b"authorization":
             self.auth = value
+
+    def on_headers_complete(self) -> None:
+        self.nbytes = 0
 
     def on_body(self, body: bytes) -> None:
         self.nbytes += len(body)
@@ -93,29 +104,49 @@ class AdminServer:
         self.port = self.sock.getsockname()[1]
         self.token = token
         self.conns: dict[int, _AdminConn] = {}
+        self.handed: deque[AdminRequest] = deque()  # next requests of connections just answered
 
     def fds(self) -> list[int]:
-        return [self.sock.fileno(), *self.conns]
+        """What to poll: the listener, and each connection that may be read now."""
+        conns = [fd for fd, c in self.conns.items() if len(c.done) < MAX_QUEUED_PER_CONNECTION]
+        return [self.sock.fileno(), *conns]
+
+    def pending(self) -> bool:
+        """Requests ready to be handled without waiting for any descriptor."""
+        return bool(self.handed)
 
     def on_readable(self, readable: set[int]) -> list[AdminRequest]:
-        """Accept, read and parse; the requests ready to be handled, in arrival order."""
+        """Accept, read and parse; the requests ready to be handled, in arrival order.
+        Requests that fail the token are answered 401 here, never queued."""
         if self.sock.fileno() in readable:
             while True:
                 try:
                     s, _ = self.sock.accept()
                 except (BlockingIOError, OSError):
                     break
+                if len(self.conns) >= MAX_ADMIN_CONNECTIONS:
+                    s.close()
+                    continue
                 s.setblocking(False)
                 conn = _AdminConn(s, self)
                 conn.parser = httptools.HttpRequestParser(conn)
                 self.conns[s.fileno()] = conn
-        out = []
+        out = list(self.handed)
+        self.handed.clear()
         for fd, conn in list(self.conns.items()):
-            if fd in readable:
+            if fd in readable and len(conn.done) < MAX_QUEUED_PER_CONNECTION:
                 self._read(conn)
-            if not conn.closed and not conn.busy and conn.done:
+            while not conn.closed and not conn.busy and conn.done:
+                req = conn.done.popleft()
                 conn.busy = True
-                out.append(conn.done.popleft())
+                if req.authorized:
+                    out.append(req)
+                else:
+                    self.respond(req, 401, {"error": "unauthorized",
+                                            "cause": "this admin port needs the header Authorization: Bearer <token>"})
+        for req in self.handed:  # answered 401 above: their successors
+            out.append(req)
+        self.handed.clear()
         return out
 
     def _read(self, conn: _AdminConn) -> None:
@@ -130,6 +161,8 @@ class AdminServer:
             return
         try:
             conn.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            self._write(conn, 431, {"error": "too large", "cause": f"{e.__context__}"}, False)
         except httptools.HttpParserError as e:
             self._write(conn, 400, {"error": "bad request", "cause": f"malformed HTTP request: {e}"}, False)
 
@@ -140,6 +173,14 @@ class AdminServer:
         if conn.closed:
             return
         self._write(conn, status, doc, req.keep_alive)
+        if not conn.closed and conn.done:  # pipelined: the next one is ready now
+            nxt = conn.done.popleft()
+            conn.busy = True
+            if nxt.authorized:
+                self.handed.append(nxt)
+            else:
+                self.respond(nxt, 401, {"error": "unauthorized",
+                                        "cause": "this admin port needs the header Authorization: Bearer <token>"})
 
     def _write(self, conn: _AdminConn, status: int, doc, keep_alive: bool) -> None:
         body = doc if isinstance(doc, bytes) else orjson.dumps(doc)

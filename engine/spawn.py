@@ -1,15 +1,19 @@
 """Spawn arguments of each child role, and the child entry point.
 
-The supervisor starts every child as ``python -m schooner.engine.spawn '<json>'`` with the file
-descriptors it needs passed by number (`subprocess.Popen(pass_fds=...)`). The JSON is one of the
-`*Args` dataclasses below, holding the whole `ServerConfig`; children never read the
-environment or config files.
+The supervisor starts every child as ``python -m schooner.engine.spawn '<summary json>'`` with
+the file descriptors it needs passed by number (`subprocess.Popen(pass_fds=...)`). The full
+arguments -- one of the `*Args` dataclasses below, holding the whole `ServerConfig` -- are
+read from a memfd named in the summary (`args_fd`): a command line is limited to 128 KiB, a
+config with hundreds of model versions is not. The summary names the role (and the frontend
+index or model/replica) so `ps` and the tools can tell the processes apart. Children never
+read the environment or config files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
@@ -71,6 +75,27 @@ def encode_args(args) -> str:
     return orjson.dumps({"role": role, "args": d}).decode()
 
 
+def argv_summary(args, args_fd: int) -> str:
+    """What goes on the child's command line: its role, who it is, and where its arguments are."""
+    role = next(k for k, v in ROLES.items() if isinstance(args, v))
+    d: dict = {"role": role}
+    if role == "frontend":
+        d["index"] = args.index
+    elif role == "model":
+        d["model"], d["replica"] = args.model, args.replica
+    d["args_fd"] = args_fd
+    return orjson.dumps(d).decode()
+
+
+def read_args_fd(fd: int) -> str:
+    chunks = []
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode()
+
+
 def decode_args(text: str):
     d = orjson.loads(text)
     cls = ROLES[d["role"]]
@@ -94,7 +119,9 @@ def setup_logging(role_name: str, level: int = logging.INFO) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    role, args = decode_args(argv[0])
+    summary = orjson.loads(argv[0])
+    text = read_args_fd(summary["args_fd"]) if "args_fd" in summary else argv[0]
+    role, args = decode_args(text)
     if role == "frontend":
         from schooner.frontend.server import run_frontend
 

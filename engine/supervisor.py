@@ -54,7 +54,7 @@ from schooner.engine.gpus import (
     is_gpu_device,
 )
 from schooner.engine.management import Manager
-from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, encode_args
+from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, argv_summary, encode_args
 from schooner.ipc import protocol
 from schooner.ipc.board import Board, board_nbytes
 from schooner.ipc.channel import Doorbell, ProcessSentinel, wait_any
@@ -107,6 +107,7 @@ class Child:
     index: int = -1  # a frontend's index
     rebinding: bool = False  # a model sent `Rebind`, its `Rebound` not back yet
     fatal: str = ""  # why it could not start, as it said
+    stale_rings: list = field(default_factory=list)  # superseded while it started: unlinked once up or gone
 
 
 @dataclass
@@ -160,6 +161,7 @@ class Supervisor:
         self.gpu_placer: GpuPlacement | None = None
         self.epoch = 0
         self.pending_acks: dict[int, set[Child]] = {}
+        self.pending_text: dict[int, str] = {}  # epochs the frontends have not been sent yet
 
     # -- state ------------------------------------------------------------------------------
 
@@ -251,13 +253,18 @@ class Supervisor:
         if env.get("PYTHONPATH"):
             path.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(path)
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "schooner.engine.spawn", encode_args(args)],
-            pass_fds=[child_end.fileno(), *fds],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_child_signals if not cpus else lambda: _child_signals(cpus),
-        )
+        args_fd = os.memfd_create("schooner-spawn-args")
+        try:
+            os.write(args_fd, encode_args(args).encode())
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "schooner.engine.spawn", argv_summary(args, args_fd)],
+                pass_fds=[child_end.fileno(), args_fd, *fds],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_child_signals if not cpus else lambda: _child_signals(cpus),
+            )
+        finally:
+            os.close(args_fd)
         child_end.close()
         child = Child(role, name, popen, parent, ProcessSentinel(popen.pid), time.monotonic() + self.cfg.ready_timeout_s)
         self.children.append(child)
@@ -444,6 +451,7 @@ class Supervisor:
 
     def _on_ready(self, c: Child) -> None:
         c.ready = True
+        self._unlink_stale(c)
         if c.role is protocol.Role.MODEL:
             slot = self.replicas[c.model][c.replica]
             slot.failures = 0
@@ -476,6 +484,8 @@ class Supervisor:
         op = self.manager.timeout_s()
         if op is not None:
             timeouts.append(now + op)
+        if self.admin is not None and self.admin.pending():
+            timeouts.append(now)  # a pipelined admin request is ready: do not block
         timeout = max(0.0, min(timeouts) - now) if timeouts else None
         fds = [self._sig_r.fileno()]
         for c in self.children:
@@ -496,7 +506,7 @@ class Supervisor:
                     self._on_ready(c)
                 elif isinstance(msg, protocol.Rebound):
                     c.rebinding = False
-                    if c.ready:
+                    if c.ready and not self.replicas[c.model][c.replica].retired:
                         self._announce(c)
                 elif isinstance(msg, protocol.Fatal):
                     c.fatal = msg.message
@@ -554,6 +564,8 @@ class Supervisor:
     def _on_model_exit(self, c: Child) -> None:
         slot = self.replicas[c.model][c.replica]
         if slot.retired:  # scaled down: its rings go, nothing comes back
+            if c.ready and not c.rebinding:  # died with its last batch: the scheduler retries it
+                self._send(self.scheduler, protocol.ReplicaDown(c.model, c.replica, c.exit_code))
             for name in c.rings:
                 self._unlink(name)
             slot.child = None
@@ -581,15 +593,20 @@ class Supervisor:
 
     def broadcast(self, cfg: ServerConfig) -> int:
         """Make `cfg` the configuration of every process; returns its epoch, in force
-        everywhere once `configured(epoch)`. Raises GpuConfigError for an impossible GPU."""
+        everywhere once `configured(epoch)`. The scheduler gets it first and the frontends
+        only once it has acknowledged, so a frontend never sends a query on a route the
+        scheduler does not know yet. Raises ValueError (a GPU it cannot have, or a
+        configuration too large for one control message)."""
         cfg = self._place_gpus(cfg)
+        text = cfg.to_json().decode()
+        if len(text) > protocol.MAX_CONTROL_NBYTES - 1024:
+            raise ValueError(f"the configuration ({len(text)} bytes of JSON) no longer fits one control message; "
+                             "delete unused model versions or apps")
         self.cfg = cfg
         self.epoch += 1
-        text = cfg.to_json().decode()
-        targets = {c for c in self.children if c.role in (protocol.Role.SCHEDULER, protocol.Role.FRONTEND)}
-        for c in targets:
-            self._send(c, protocol.Reconfigure(text, self.epoch))
-        self.pending_acks[self.epoch] = targets
+        self._send(self.scheduler, protocol.Reconfigure(text, self.epoch))
+        self.pending_acks[self.epoch] = {self.scheduler}
+        self.pending_text[self.epoch] = text
         return self.epoch
 
     def configured(self, epoch: int) -> bool:
@@ -597,10 +614,17 @@ class Supervisor:
         with the newer configuration)."""
         waiting = self.pending_acks.get(epoch, set())
         waiting.intersection_update(self.children)
-        if not waiting:
-            self.pending_acks.pop(epoch, None)
-            return True
-        return False
+        if waiting:
+            return False
+        text = self.pending_text.pop(epoch, None)
+        if text is not None:  # the scheduler has it: now the frontends
+            frontends = {c for c in self.children if c.role is protocol.Role.FRONTEND}
+            for c in frontends:
+                self._send(c, protocol.Reconfigure(text, epoch))
+            self.pending_acks[epoch] = frontends
+            return not frontends and self.configured(epoch)
+        self.pending_acks.pop(epoch, None)
+        return True
 
     def start_replicas(self, mi: int, ris: range) -> None:
         """Spawn replicas `ris` of model `mi` (slots and doorbells created as needed)."""
@@ -662,8 +686,13 @@ class Supervisor:
         log.error("%s; respawning it", reason)
         # the frontends answer what they held 503 and move to the new rings in one step, so
         # every query refused is one that was in flight at the death
-        old = [name for pair in self.fe_rings for name in pair]
+        old = []
         for i in range(self.cfg.frontends):
+            f = next((c for c in self.children if c.role is protocol.Role.FRONTEND and c.index == i), None)
+            if f is not None and not f.ready:
+                f.stale_rings += self.fe_rings[i]  # it attaches them at start-up: unlinked once it is up
+            else:
+                old += self.fe_rings[i]
             self._frontend_rings(i)
         rebinds = []
         for mi, row in enumerate(self.replicas):
@@ -671,6 +700,11 @@ class Supervisor:
                 c = slot.child
                 if c is None:
                     continue  # respawned later, on fresh rings
+                if slot.retired:  # being scaled down: nothing to move, it just stops
+                    self._send(c, protocol.Stop())
+                    continue
+                if not c.ready:
+                    continue  # still starting: its rings are untouched; its Ready announces them
                 old += slot.rings
                 c.rings = self._model_rings(mi, ri)
                 c.rebinding = True
@@ -696,7 +730,13 @@ class Supervisor:
         for name in old:
             self._unlink(name)
 
+    def _unlink_stale(self, c: Child) -> None:
+        for name in c.stale_rings:
+            self._unlink(name)
+        c.stale_rings = []
+
     def _forget(self, c: Child) -> None:
+        self._unlink_stale(c)
         if c in self.children:
             self.children.remove(c)
         c.sentinel.close()

@@ -71,6 +71,7 @@ class V2Routes:
         `by_name` adds the apps (an app wins over a model of the same name)."""
         self.cfg = cfg
         self.routes = routes(cfg)
+        self._output_meta: dict[int, dict] = getattr(self, "_output_meta", {})
         self.direct = {m.name: model_route(mi) for mi, m in enumerate(cfg.models) if m.current and not m.deleted}
         self.by_name = dict(self.direct)
         self.by_name.update({a.name: app_route(i) for i, a in enumerate(cfg.apps) if not a.deleted})
@@ -225,12 +226,18 @@ class V2Routes:
 
     def output_meta(self, ri: int) -> dict | None:
         """{"datatype", "shape"} of the route's answers: declared, or learned by the scheduler
-        at the model's first answer; None while unknown."""
+        at the model's first answer; None while unknown. Known once, it never changes, so it
+        is kept (the infer path must not parse the statistics board per request)."""
         mi = self.routes[ri].model
         if mi is None:
             return None
-        stats = self._model_stats()
-        return stats[mi].get("output") if mi < len(stats) else None
+        meta = self._output_meta.get(mi)
+        if meta is None:
+            stats = self._model_stats()
+            meta = stats[mi].get("output") if mi < len(stats) else None
+            if meta is not None:
+                self._output_meta[mi] = meta
+        return meta
 
     # -- metadata ---------------------------------------------------------------------------
 

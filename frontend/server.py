@@ -536,7 +536,7 @@ class HttpConnection(asyncio.Protocol):
 
     __slots__ = ("fe", "transport", "parser", "url", "url_nbytes", "body", "body_nbytes", "too_large",
                  "queue", "closing", "keep_alive", "header_len", "deadline", "parsing", "in_head",
-                 "head_nbytes", "chunk_nbytes", "began", "paused")  # fmt: skip
+                 "head_nbytes", "chunk_nbytes", "began", "paused", "write_paused")  # fmt: skip
 
     def __init__(self, fe: FrontendProc) -> None:
         self.fe = fe
@@ -557,6 +557,7 @@ class HttpConnection(asyncio.Protocol):
         self.chunk_nbytes = 0  # bytes of reads that fell wholly inside this request's head
         self.began = False
         self.paused = False
+        self.write_paused = False  # the transport's buffer is over its high-water mark
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -622,7 +623,7 @@ class HttpConnection(asyncio.Protocol):
             limit = self.fe.cfg.header_timeout_s if self.in_head else self.fe.cfg.body_timeout_s
             self._fail_connection(408, f"request {what} not received within {limit:g} s", "request timeout")
         elif self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # idle: nothing worth flushing to a client that may not read
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -774,14 +775,22 @@ class HttpConnection(asyncio.Protocol):
             return
         if not q and not self.parsing:
             self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
-        if self.paused and len(q) <= PIPELINE_PAUSE // 2:
+        if self.paused and len(q) <= PIPELINE_PAUSE // 2 and not self.write_paused:
             self.paused = False
             t.resume_reading()
-        elif not q and not self.parsing:
-            self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
-        if self.paused and len(q) <= PIPELINE_PAUSE // 2:
+
+    # flow control: a client that does not read its answers is not read either
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.paused and len(self.queue) <= PIPELINE_PAUSE // 2 and self.transport is not None:
             self.paused = False
-            t.resume_reading()
+            self.transport.resume_reading()
 
 
 def _gpu_metrics() -> str:
