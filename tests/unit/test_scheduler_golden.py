@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from schooner.engine.core.counters_render import render_scheduler_metrics
 from tests import scheduler_trace
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def render(core) -> str:
-    return core.metrics.render()
+    return render_scheduler_metrics(core.counters)
 
 
 def snapshot(core) -> dict:
-    return core.policy_snapshot()
+    return core.selection.snapshot()
 
 
 @pytest.mark.parametrize("name", ["rules", "selection", "serving"])
