@@ -1,6 +1,6 @@
 """Selection-policy state on disk: an SQLite database under the server's data directory.
 
-The scheduler snapshots every policy app's state (`SchedulerCore.policy_snapshot`) at most every
+The scheduler snapshots every policy app's state (`SelectionCore.snapshot`) at most every
 `snapshot_interval_s` while feedback arrives, and once more when it stops; at start it restores
 what fits the configured apps. Each snapshot is one transaction in WAL mode, so a crash at any
 moment loses at most the feedback since the last snapshot and never corrupts the file.

@@ -26,6 +26,7 @@ import orjson
 from schooner.engine.config import ServerConfig, routes
 from schooner.engine.core.aimd import AimdConfig
 from schooner.engine.core.cache import digester
+from schooner.engine.core.counters_render import render_scheduler_metrics
 from schooner.engine.core.policies import make_policy
 from schooner.engine.core.scheduler import (
     AppRoute,
@@ -199,10 +200,10 @@ class SchedulerProc:
         self.feedback = [socket.socket(fileno=fd) for fd in args.feedback_fds]
         for f in self.feedback:
             f.setblocking(False)
-        self.store = PolicyStore(cfg.data_dir) if cfg.data_dir and self.core.contexts else None
+        self.store = PolicyStore(cfg.data_dir) if cfg.data_dir and self.core.selection.contexts else None
         if self.store is not None:
             for app, state in self.store.load().items():
-                if self.core.restore_policy(app, state):
+                if self.core.selection.restore(app, state):
                     log.info("restored the selection state of app %s", app)
         self.snapshot_ns = time.monotonic_ns()
         self.board = Board(Segment.attach(args.metrics_board).buf)
@@ -241,7 +242,7 @@ class SchedulerProc:
             # housekeeping has deadlines too: the metrics snapshot, the policy snapshot
             if dirty:
                 wake = _earliest(wake, self.published_ns + PUBLISH_INTERVAL_NS)
-            if self.store is not None and core.policy_changed:
+            if self.store is not None and core.selection.changed:
                 wake = _earliest(wake, self.snapshot_ns + snapshot_ns)
             stall = core.next_stall_check(now)  # readiness changes with no event: publish it
             if stall is not None:
@@ -262,7 +263,7 @@ class SchedulerProc:
             if now - self.published_ns >= PUBLISH_INTERVAL_NS:
                 self._publish(now)  # off the critical path: the answers went out above
                 dirty = False
-            if self.store is not None and core.policy_changed and now - self.snapshot_ns >= snapshot_ns:
+            if self.store is not None and core.selection.changed and now - self.snapshot_ns >= snapshot_ns:
                 self._snapshot(now)
         if self.store is not None:
             self._snapshot(time.monotonic_ns())  # on the way out: nothing learned is lost
@@ -272,7 +273,7 @@ class SchedulerProc:
     def _snapshot(self, now_ns: int) -> None:
         self.snapshot_ns = now_ns
         try:
-            self.store.save(self.core.policy_snapshot())
+            self.store.save(self.core.selection.snapshot())
         except Exception:  # a full disk must not take serving down; the next snapshot retries
             log.exception("could not save the selection state")
 
@@ -300,7 +301,7 @@ class SchedulerProc:
         server's numbers are exact), never on the path of an answer."""
         self.published_ns = now_ns
         ready = self.core.readiness(now_ns)
-        self.board.publish(self.core.metrics.render().encode())
+        self.board.publish(render_scheduler_metrics(self.core.counters).encode())
         wall_ms = time.time_ns() // 1_000_000
         stats = []
         for mi, m in enumerate(self.core.models):

@@ -10,17 +10,21 @@
    (on: every query carries a distinct digest, so every lookup misses and fills the cache;
    1 MiB cache, so it evicts from the first round on, as a long-running server does). Variants:
 
+   The core counts for /metrics into plain records (``engine/core/counters.py``: ints, floats
+   and bucket lists in slots, rendered as Prometheus text only when the shell publishes).
+
    real      the core as it is in this working tree.
-   noop      the same class; after construction every ``Counter``/``Gauge``/``Histogram`` it
-             holds (found by walking its attributes, models, replicas, lists and dicts) is
-             replaced by a ``NullMetric`` whose ``inc``/``observe``/``set`` and ``.value``
-             assignments do nothing. The calls and attribute lookups are still paid for (a
-             property call can even cost more than the real slot add), so real − noop is a
-             lower bound on what the metrics cost.
+   noop      the same class; after construction every counters record it holds
+             (``ModelCounters``, ``AppCounters``, ``CacheCounters``, found by walking its
+             attributes, models, lists and dicts) is replaced by a ``NullCounters`` whose reads
+             give zeros and whose writes do nothing. The attribute lookups are still paid for,
+             through ``__getattr__``, which costs more than the real slot add: real − noop
+             comes out negative, and only says that the counting is cheaper than a call.
    stripped  ``SchedulerCore`` compiled from ``engine/core/scheduler.py`` with every statement
-             of its methods (``__init__`` aside) that touches a metric removed: attributes
-             named ``m_*`` or ``limit_gauge``, the local names bound from them, and the dead
-             stores left behind. real − stripped is what the metrics cost.
+             of its methods (``__init__`` aside) that touches a counters record removed:
+             attributes named ``counters`` or ``app_counters`` (and any ``m_*``), the local
+             names bound from them, and the dead stores left behind. real − stripped is what
+             the metrics cost.
    nostats   (only when the core keeps Triton statistics, ``_Model.stats``) ``stripped`` with
              every statement touching ``stats`` removed too: stripped − nostats is what the
              statistics cost.
@@ -39,7 +43,8 @@
    ``m_duration.observe((time.monotonic_ns() - start_ns) / 1e9)``, against a loop of the same
    shape calling empty functions.
 
-3. **Publishing.** ``MetricSet.render()`` of a core's and a frontend's metrics: paid once per
+3. **Publishing.** ``render_scheduler_metrics(core.counters)`` (the core's counters as
+   Prometheus text) and a frontend's ``MetricSet.render()``: paid once per
    publish (the scheduler at most every 100 ms under load, a frontend every 250 s when
    changed), not per query, so it is reported per call only.
 
@@ -80,7 +85,9 @@ from benchmarks.harness.servers import ServerStartError
 from benchmarks.systems import StartContext
 from benchmarks.systems.schooner import SchoonerSystem
 from benchmarks.workloads import WORKLOADS, make_inputs, request_body
-from schooner.engine.core.metrics import Counter, Gauge, Histogram, MetricSet
+from schooner.engine.core.counters import AppCounters, CacheCounters, ModelCounters
+from schooner.engine.core.counters_render import render_scheduler_metrics
+from schooner.engine.core.metrics import MetricSet
 from schooner.engine.core.scheduler import AppRoute, ModelSpec, Query, SchedulerCore
 
 MS = 1_000_000
@@ -108,7 +115,7 @@ LIVE_WARMUP_S = 1
 LIVE_INPUT_SEED = 7000
 WRK_CPUS_NOTE = "wrk pinned to the first CPU when there are several, as the serving suite does"
 
-COUNTING_ATTRS_METRICS = ("limit_gauge",)  # plus every attribute named m_*
+COUNTING_ATTRS_METRICS = ("counters", "app_counters")  # plus every attribute named m_*
 COUNTING_ATTRS_STATS = ("stats",)
 PURE_CALLS = ("len",)  # calls a dead store may contain and still be removed
 
@@ -118,7 +125,7 @@ PURE_CALLS = ("len",)  # calls a dead store may contain and still be removed
 
 
 class NullMetric:
-    """Stands in for a Counter, Gauge or Histogram: every update does nothing."""
+    """Stands in for a frontend Histogram: every update does nothing."""
 
     __slots__ = ()
 
@@ -141,25 +148,55 @@ class NullMetric:
 
 
 NULL_METRIC = NullMetric()
-METRIC_TYPES = (Counter, Gauge, Histogram)
+COUNTER_TYPES = (ModelCounters, AppCounters, CacheCounters)
+
+
+class NullContainer:
+    """Stands in for a record's bucket list or dict: reads give 0, writes do nothing."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: object) -> int:
+        return 0
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+NULL_CONTAINER = NullContainer()
+
+
+class NullCounters:
+    """Stands in for a counters record: every field reads as 0 (a bucket list or dict as a
+    `NullContainer`), every write does nothing."""
+
+    def __init__(self, like: object) -> None:
+        containers = {n for n in type(like).__slots__ if isinstance(getattr(like, n), list | dict)}
+        object.__setattr__(self, "_containers", containers)
+
+    def __getattr__(self, name: str) -> object:
+        return NULL_CONTAINER if name in self._containers else 0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        pass
 
 
 def null_out_metrics(core: SchedulerCore) -> int:
-    """Replaces every metric object reachable from ``core``'s attributes; returns how many."""
+    """Replaces every counters record reachable from ``core``'s attributes; returns how many."""
     replaced = 0
     seen: set[int] = set()
 
     def swap(value: object) -> object:
         nonlocal replaced
-        if isinstance(value, METRIC_TYPES):
+        if isinstance(value, COUNTER_TYPES):
             replaced += 1
-            return NULL_METRIC
+            return NullCounters(value)
         if isinstance(value, list):
             value[:] = [swap(v) for v in value]
         elif isinstance(value, dict):
             for k in list(value):
                 value[k] = swap(value[k])
-        elif hasattr(value, "__slots__") and id(value) not in seen and value is not core.metrics:
+        elif hasattr(value, "__slots__") and id(value) not in seen:
             seen.add(id(value))
             visit(value)
         return value
@@ -169,14 +206,14 @@ def null_out_metrics(core: SchedulerCore) -> int:
         for cls in type(obj).__mro__:
             names += [s for s in getattr(cls, "__slots__", ()) if s not in names]
         for name in names:
-            if name == "metrics" or not hasattr(obj, name):
+            if not hasattr(obj, name):
                 continue
             value = getattr(obj, name)
             new = swap(value)
             if new is not value:
                 setattr(obj, name, new)
 
-    visit(core)  # reaches the models, their replicas, and the per-app lists and dicts
+    visit(core)  # reaches the models, the per-app list and the core's SchedulerCounters
     return replaced
 
 
@@ -408,11 +445,19 @@ def describe_actions(actions: list) -> list[tuple]:
 
 
 def metric_values(core: SchedulerCore) -> list[float]:
-    """Every counter/gauge value and histogram count in the core's MetricSet (zeros when untouched)."""
+    """Every count the core keeps for /metrics in its counters records (zeros when untouched);
+    the cache hit and miss counts are the Triton statistics' (`stats_values`)."""
     values: list[float] = []
-    for _, _, series in core.metrics._families.values():
-        for m in series.values():
-            values.append(m.count if isinstance(m, Histogram) else m.value)
+    for rec in core.counters.series:
+        if isinstance(rec, COUNTER_TYPES):
+            for name in type(rec).__slots__:
+                v = getattr(rec, name)
+                if isinstance(v, list):
+                    values += v
+                elif isinstance(v, dict):
+                    values += v.values()
+                elif isinstance(v, int | float):
+                    values.append(v)
     return values
 
 
@@ -612,10 +657,10 @@ def time_frontend(calls: int, rounds: int) -> MicroResult:
     )
 
 
-def time_render(metrics: MetricSet, calls: int) -> float:
+def time_render(render: Callable[[], str], calls: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(calls):
-        metrics.render()
+        render()
     return (time.perf_counter_ns() - t0) / calls
 
 
@@ -759,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     variants = [
         Variant("real", lambda s: build_core(SchedulerCore, s), "the core as in this working tree"),
-        Variant("noop", lambda s: noop_core(s), "every metric object replaced by NullMetric"),
+        Variant("noop", lambda s: noop_core(s), "every counters record replaced by NullCounters"),
         Variant(
             "stripped",
             lambda s: build_core(stripped_class, s),
@@ -789,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         f"scheduler core driven in-process with a fake clock: {rounds} rounds x {per_segment:,} queries "
         f"per variant and scenario, variants interleaved in rotating order, gc off in timed segments"
     )
-    print(f"noop: {replaced} metric objects replaced per core (one app, one model, one replica)")
+    print(f"noop: {replaced} counters records replaced per core (one app, one model, one replica)")
     print(
         f"stripped: {len(metrics_stripper.removed)} statements removed from SchedulerCore's methods:"
     )
@@ -829,13 +874,13 @@ def main(argv: list[str] | None = None) -> int:
     drive(
         core_for_render, make_queries(scenarios[-1], 1, 640, 0), scenarios[-1].batch_size, 0, None
     )
-    render_core_ns = time_render(core_for_render.metrics, RENDER_CALLS)
+    render_core_ns = time_render(lambda: render_scheduler_metrics(core_for_render.counters), RENDER_CALLS)
     fe = frontend_stand_in()
     from schooner.frontend.server import FrontendProc
 
     FrontendProc.count_response(fe, 200)
     fe.m_duration.observe(0.001)
-    render_fe_ns = time_render(fe.metrics, RENDER_CALLS)
+    render_fe_ns = time_render(fe.metrics.render, RENDER_CALLS)
     print()
     print(
         f"frontend per request: count_response(200) + m_duration.observe(...) "
@@ -844,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(median of {rounds} rounds of {QUICK_FRONTEND_CALLS if args.quick else FRONTEND_CALLS:,} calls)"
     )
     print(
-        f"publishing (per snapshot, not per query): scheduler core MetricSet.render() {render_core_ns / 1e3:.1f} µs "
+        f"publishing (per snapshot, not per query): scheduler core render_scheduler_metrics() {render_core_ns / 1e3:.1f} µs "
         f"(every <= 100 ms under load), frontend {render_fe_ns / 1e3:.1f} µs (every 250 ms when changed)"
     )
 

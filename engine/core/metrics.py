@@ -1,8 +1,10 @@
 """Counters, gauges and histograms as plain data, rendered in the Prometheus text format.
 
 Pure: no clock, no I/O. Each process keeps its own `MetricSet`; its shell renders it with
-`render` and publishes the text (the scheduler through a shared-memory board), and whoever
-answers ``GET /metrics`` concatenates the texts. Base units only: seconds, bytes, counts.
+`render` and publishes the text, and whoever answers ``GET /metrics`` concatenates the texts.
+The scheduler core keeps none: it counts into plain records (`counters`), which its shell turns
+into a `MetricSet` and renders when it publishes through its shared-memory board
+(`counters_render`). Base units only: seconds, bytes, counts.
 Labels are low-cardinality (app, model, version, replica, reason) and fixed at registration.
 
 Cost on the hot path: `Counter.inc` is an attribute add; `Histogram.observe` one `bisect` and

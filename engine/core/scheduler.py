@@ -33,31 +33,44 @@ Rules (Clipper's model abstraction layer, as its paper describes it):
   this keeps the queue short enough that the queries accepted are answered in time.
 * **Replica failure.** A dying replica's in-flight queries go back to the queue once (any live
   replica may take them); a query whose second attempt also dies is answered with HTTP 500.
+
+Clipper's other layer, model selection (apps with a policy: which models to ask, combining
+their answers, feedback, snapshots), is `SelectionCore` (`schooner.engine.core.selection`),
+held as `self.selection`: this core sends the sub-queries it asks for, gives it their answers
+and deadlines, and answers the query as it decides.
+
+Counting: the core adds to plain records (`schooner.engine.core.counters`, `self.counters`,
+plus the Triton `ModelStats` of each model); nothing here builds metric objects or text. The
+shell renders the records as Prometheus text (`counters_render`) when it publishes.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import random
-from collections import OrderedDict
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-import numpy as np
-import orjson
-
 from schooner.engine.core.aimd import AimdConfig, AimdController
 from schooner.engine.core.cache import CacheKey, PredictionCache
-from schooner.engine.core.metrics import BATCH_SIZE_BUCKETS, MetricSet
-from schooner.engine.core.policies import ContextStates, SelectionPolicy
+from schooner.engine.core.counters import (
+    AppCounters,
+    ModelCounters,
+    ReplicaCounters,
+    SchedulerCounters,
+)
+from schooner.engine.core.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
+from schooner.engine.core.policies import SelectionPolicy
 from schooner.engine.core.queues import DEFAULT_PRIORITY, PriorityDeadlineQueue, batch_ready_at
+from schooner.engine.core.selection import Ensemble, EnsembleAnswer, SelectionCore, Verdict
 
 SLO_EXPLANATION = "Failed to retrieve a prediction response within the specified latency SLO"
 NO_MODEL_EXPLANATION = "No connected models found for query"
 LOW_CONFIDENCE_EXPLANATION = "Prediction confidence is below the app's confidence_threshold"
-RECENT_PREDICTIONS = 4096  # per app: predictions kept for joining feedback
+# the explanation of every default the core serves -> its `reason` label in /metrics
+DEFAULT_REASONS = {SLO_EXPLANATION: "slo", NO_MODEL_EXPLANATION: "no_model", LOW_CONFIDENCE_EXPLANATION: "low_confidence"}
 MAX_ATTEMPTS = 2
 _EWMA = 0.2  # weight of the newest batch latency in a replica's expected latency
 _COMPACT_MIN = 4096  # deadline heap entries before answered ones are swept out
@@ -87,19 +100,6 @@ class Query:
     uid: int = -1  # the user (Clipper's context) when the request named one
     model: int = -1  # set on the sub-queries of a selection policy: the model asked
     parent: Ensemble | None = None  # set on sub-queries: the query they answer for
-
-
-class Ensemble:
-    """A query of a selection-policy app: the models asked, and what each answered."""
-
-    __slots__ = ("query", "selection", "outputs", "remaining", "error")
-
-    def __init__(self, query: Query, selection, n: int) -> None:
-        self.query = query
-        self.selection = selection
-        self.outputs: dict[int, object] = {}
-        self.remaining = n
-        self.error: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,21 +182,19 @@ class ModelStats:
 
 
 class _Replica:
-    __slots__ = ("state", "inflight", "sent_ns", "aimd", "expected_ns", "limit_gauge", "retiring")
+    __slots__ = ("state", "inflight", "sent_ns", "aimd", "expected_ns", "retiring")
 
-    def __init__(self, aimd: AimdController, limit_gauge) -> None:
+    def __init__(self, aimd: AimdController) -> None:
         self.retiring = False  # scaled down: no new batch; DOWN once its batch is answered
         self.state = ReplicaState.DOWN
         self.inflight: list[Query] = []
         self.sent_ns = 0
         self.aimd = aimd
         self.expected_ns = 0
-        self.limit_gauge = limit_gauge
 
 
 class _Model:
-    __slots__ = ("spec", "queue", "replicas", "oldest_ns", "wake_ns", "m_batches", "m_batch_size",
-                 "m_latency", "m_queue_delay", "m_hits", "m_misses", "m_queries", "m_shed", "m_ready", "stats")  # fmt: skip
+    __slots__ = ("spec", "queue", "replicas", "oldest_ns", "wake_ns", "stats", "counters")
 
     def __init__(self, spec: ModelSpec, replicas: list[_Replica]) -> None:
         self.spec = spec
@@ -205,6 +203,7 @@ class _Model:
         self.oldest_ns: int | None = None  # arrival of the oldest query waiting (approximate)
         self.wake_ns: int | None = None  # when a delayed batch becomes due
         self.stats = ModelStats()
+        self.counters = ModelCounters(spec.name or "?", spec.version, self.stats)
 
 
 class SchedulerCore:
@@ -215,30 +214,20 @@ class SchedulerCore:
         apps: list[AppRoute],
         models: list[ModelSpec],
         cache_nbytes: int = 32 * 1024 * 1024,
-        metrics: MetricSet | None = None,
         rng: random.Random | None = None,
         stall_ns: int = 10_000_000_000,
     ) -> None:
         self.apps: list[AppRoute | None] = []
         self.stall_ns = stall_ns
-        self.rng = rng if rng is not None else random.Random(0)
-        # selection state per policy app: ContextStates (per uid, app-wide fallback)
-        self.contexts: dict[int, ContextStates] = {}
-        self.recent: dict[int, OrderedDict] = {}
-        self.policy_changed = False
-        self.metrics = metrics if metrics is not None else MetricSet()
+        self.selection = SelectionCore(rng if rng is not None else random.Random(0))
         self.cache = PredictionCache(cache_nbytes)
         self.models: list[_Model] = []
-        self.m_app_queries: list = []
-        self.m_app_defaults: list = []
-        self.m_app_errors: list = []
+        self.counters = SchedulerCounters()
+        self.app_counters: list[AppCounters | None] = []  # by app index; kept when the app goes
         self.reconfigure(apps, models)
-        mx = self.metrics
-        self.m_evictions = mx.counter("schooner_cache_evictions_total", "Entries evicted from the prediction cache")
-        self.m_cache_bytes = mx.gauge("schooner_cache_bytes", "Bytes held by the prediction cache")
+        self.counters.add(self.counters.cache)  # the cache's series follow the first models' and apps'
         self._deadlines: list[tuple[int, int, Query]] = []  # lazy: answered ones leave late
         self._compact_at = _COMPACT_MIN
-        self._ensembles: dict[int, Ensemble] = {}
         self._seq = 0
         self._actions: list[Action] = []
         self._ready_models: set[int] = set()
@@ -269,63 +258,27 @@ class SchedulerCore:
                 if r.aimd.slo_ns != slo:
                     r.aimd.set_slo(slo)
         for i, a in enumerate(self.apps):
-            if i >= len(self.m_app_queries):
-                self.m_app_queries.append(None)
-                self.m_app_defaults.append(None)
-                self.m_app_errors.append(None)
-            if a is not None and self.m_app_queries[i] is None:
-                self._new_app(i, a)
-            if a is not None and a.policy is not None and i not in self.contexts:
-                self.contexts[i] = ContextStates(a.max_contexts, a.policy.initial_state(len(a.models)))
-                self.recent[i] = OrderedDict()
-        for i in list(self.contexts):
-            if i >= len(self.apps) or self.apps[i] is None or self.apps[i].policy is None:
-                del self.contexts[i]  # a removed app forgets what it learned
-                self.recent.pop(i, None)
+            if i >= len(self.app_counters):
+                self.app_counters.append(None)
+            if a is not None and self.app_counters[i] is None:
+                self.app_counters[i] = self.counters.add(AppCounters(a.name or str(i), DEFAULT_REASONS))
+        self.selection.reconfigure(self.apps)
 
     def _model_slo(self, mi: int) -> int:
         slos = [a.slo_ns for a in self.apps if a is not None and (a.model == mi or mi in a.models)]
         return min(slos) if slos else 1_000_000_000
 
-    def _labels(self, spec: ModelSpec) -> dict[str, str]:
-        return {"model": spec.name or "?", "version": spec.version}
-
     def _new_replica(self, m: _Model, ri: int) -> _Replica:
         spec = m.spec
-        r = _Replica(
-            AimdController(spec.aimd, spec.max_batch_size, 1_000_000_000, spec.batch_size),  # SLO set by reconfigure
-            self.metrics.gauge("schooner_batch_limit", "Current batch size limit (AIMD) of a replica",
-                               **self._labels(spec), replica=str(ri)),
-        )
-        r.limit_gauge.set(r.aimd.limit)
+        r = _Replica(AimdController(spec.aimd, spec.max_batch_size, 1_000_000_000, spec.batch_size))  # SLO set by reconfigure
+        self.counters.add(ReplicaCounters(spec.name or "?", spec.version, ri, r.aimd))
         return r
 
     def _new_model(self, spec: ModelSpec) -> _Model:
-        mx = self.metrics
-        labels = self._labels(spec)
         m = _Model(spec, [])
         m.replicas = [self._new_replica(m, ri) for ri in range(spec.replicas)]
-        m.m_batches = mx.counter("schooner_model_batches_total", "Batches sent to model processes", **labels)
-        m.m_batch_size = mx.histogram("schooner_model_batch_size", "Queries per batch", BATCH_SIZE_BUCKETS, **labels)
-        m.m_latency = mx.histogram("schooner_model_latency_seconds", "Batch round trip from send to result", **labels)
-        m.m_queue_delay = mx.histogram("schooner_queue_delay_seconds", "Time a query waited before its batch was sent", **labels)
-        m.m_hits = mx.counter("schooner_cache_hits_total", "Queries answered from the prediction cache", **labels)
-        m.m_misses = mx.counter("schooner_cache_misses_total", "Cache lookups that missed (joined ones included)", **labels)
-        m.m_queries = mx.counter("schooner_model_queries_total", "Queries sent to model processes", **labels)
-        m.m_ready = mx.gauge("schooner_model_ready", "1 while some replica of the model is idle or answered its batch within model_stall_timeout_s", **labels)
-        m.m_shed = mx.counter("schooner_model_shed_total", "Queries answered with the default on arrival: the queue ahead could not finish before their deadline", **labels)
+        self.counters.add(m.counters)  # after its replicas' series, as they were registered
         return m
-
-    def _new_app(self, i: int, a: AppRoute) -> None:
-        mx = self.metrics
-        name = a.name or str(i)
-        self.m_app_queries[i] = mx.counter("schooner_app_queries_total", "Queries received", app=name)
-        self.m_app_defaults[i] = {
-            SLO_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="slo"),
-            NO_MODEL_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="no_model"),
-            LOW_CONFIDENCE_EXPLANATION: mx.counter("schooner_app_defaults_total", "Default outputs served", app=name, reason="low_confidence"),
-        }  # fmt: skip
-        self.m_app_errors[i] = mx.counter("schooner_app_errors_total", "Queries answered with a model error", app=name)
 
     def retire_replica(self, model: int, replica: int) -> bool:
         """Take a replica out of service (scale down). It gets no new batch; True when it
@@ -341,7 +294,7 @@ class SchedulerCore:
 
     def submit(self, query: Query, now_ns: int = 0) -> None:
         route = self.apps[query.app]
-        self.m_app_queries[query.app].value += 1
+        self.app_counters[query.app].queries += 1
         if route.policy is not None:
             self._submit_ensemble(query, route, now_ns)
             return
@@ -352,25 +305,21 @@ class SchedulerCore:
         self._submit_model(query, mi, route.cache, now_ns)
 
     def _submit_ensemble(self, query: Query, route: AppRoute, now_ns: int) -> None:
+        """A query of a policy app: one sub-query to each model the selection layer asks."""
         live = [mi for mi in route.models if self.models[mi].spec.replicas]
         if not live:
             self._answer(query, 200, True, route.default_json, NO_MODEL_EXPLANATION)
             return
-        ctx = self.contexts[query.app]
-        state = ctx.get(query.uid) if query.uid >= 0 else ctx.app_state
-        selection = route.policy.select_with_probs(state, None, self.rng)
-        chosen = [route.models[i] for i in selection.models]
+        ens = self.selection.on_submit(query)
         query.arrival_ns = now_ns
-        ens = Ensemble(query, selection, len(chosen))
         query.parent = None
         self._seq += 1
         heapq.heappush(self._deadlines, (query.deadline_ns, self._seq, query))
-        self._ensembles[id(query)] = ens
-        for k, mi in zip(selection.models, chosen, strict=True):
+        for k, mi in zip(ens.selection.models, ens.models, strict=True):
             sub = Query(query.frontend, query.query_id, query.app, query.deadline_ns, query.payload,
                         query.digest, priority=query.priority, uid=query.uid, model=k, parent=ens)
             if not self.models[mi].spec.replicas:
-                self._sub_done(sub, None, None)
+                self._sub_answer(sub, None, None)
                 continue
             self._submit_model(sub, mi, route.cache, now_ns)
 
@@ -382,14 +331,12 @@ class SchedulerCore:
             key = CacheKey(mi, m.spec.version, query.digest)
             value, leader = self.cache.lookup_or_join(key, query)
             if value is not None:
-                m.m_hits.value += 1
-                m.stats.cache_hit_count += 1
+                m.stats.cache_hit_count += 1  # also schooner_cache_hits_total
                 m.stats.queue_count += 1  # as Triton counts: "queue" and "success" include cache hits
                 self._answer(query, 200, False, value)
                 m.stats.success_count += 1
                 return
-            m.m_misses.value += 1
-            m.stats.cache_miss_count += 1
+            m.stats.cache_miss_count += 1  # also schooner_cache_misses_total
             query.key = key
             heapq.heappush(self._deadlines, (query.deadline_ns, self._seq, query))
             if not leader:
@@ -400,7 +347,7 @@ class SchedulerCore:
             # load shedding at the door: queueing it would only delay the queries behind it
             if query.key is not None:
                 self.cache.fail(query.key)  # a fresh leader: nobody else waits on it yet
-            m.m_shed.value += 1
+            m.counters.shed += 1
             self._answer(query, 200, True, self.apps[query.app].default_json, SLO_EXPLANATION)
             return
         self._enqueue(mi, query, now_ns)
@@ -420,9 +367,11 @@ class SchedulerCore:
         if now_ns is not None and queries:
             latency = now_ns - r.sent_ns
             r.aimd.observe(len(queries), latency)
-            r.limit_gauge.value = r.aimd.limit
             r.expected_ns = latency if not r.expected_ns else int(r.expected_ns + _EWMA * (latency - r.expected_ns))
-            m.m_latency.observe(latency / 1e9)
+            c = m.counters
+            latency_s = latency / 1e9
+            c.latency[bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
+            c.latency_sum_s += latency_s
             st = m.stats
             n = len(queries)
             st.last_inference_ns = now_ns
@@ -455,7 +404,7 @@ class SchedulerCore:
                     st.queue_count += 1
                     st.queue_ns += took
                 if outputs is None:
-                    self.m_app_errors[w.app].value += 1
+                    self.app_counters[w.app].errors += 1
                     self._answer(w, 500, False, (error or "model failed").encode())
                     st.fail_count += 1
                     st.fail_ns += took
@@ -480,7 +429,7 @@ class SchedulerCore:
                 waiters = self.cache.fail(q.key) if q.key is not None else (q,)
                 for w in waiters:
                     if not w.done:
-                        self.m_app_errors[w.app].value += 1
+                        self.app_counters[w.app].errors += 1
                         self._answer(w, 500, False, b"model process exited while computing this query")
             else:
                 self._enqueue(model, q, now_ns)  # EDF: retried queries keep their deadlines
@@ -510,9 +459,9 @@ class SchedulerCore:
                 route = self.apps[q.app]
                 if q.key is not None:
                     self.cache.abandon(q.key, q)
-                ens = self._ensembles.get(id(q))
-                if ens is not None:
-                    self._finish_ensemble(ens)  # combine what arrived; stragglers are not awaited
+                ans = self.selection.on_deadline(q)  # an ensemble combines what arrived
+                if ans is not None:
+                    self._answer_ensemble(ans)
                 else:
                     self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
         for mi, m in enumerate(self.models):
@@ -523,8 +472,9 @@ class SchedulerCore:
             ready, self._ready_models = self._ready_models, set()
             for mi in ready:
                 self._dispatch(mi, now_ns)
-        self.m_evictions.value = self.cache.evictions
-        self.m_cache_bytes.value = self.cache.nbytes
+        cc = self.counters.cache
+        cc.evictions = self.cache.evictions
+        cc.nbytes = self.cache.nbytes
         actions, self._actions = self._actions, []
         return actions
 
@@ -550,11 +500,11 @@ class SchedulerCore:
         return False
 
     def readiness(self, now_ns: int) -> list[bool]:
-        """`model_ready` of every model; also sets the `schooner_model_ready` gauges."""
+        """`model_ready` of every model; also sets the `schooner_model_ready` counts."""
         out = []
         for mi, m in enumerate(self.models):
             ok = self.model_ready(mi, now_ns)
-            m.m_ready.value = 1 if ok else 0
+            m.counters.ready = 1 if ok else 0
             out.append(ok)
         return out
 
@@ -647,15 +597,19 @@ class SchedulerCore:
             r.state = ReplicaState.BUSY
             r.inflight = batch
             r.sent_ns = now_ns
-            m.m_batches.value += 1
-            m.m_batch_size.observe(len(batch))
-            m.m_queries.value += len(batch)
-            qd = m.m_queue_delay
+            c = m.counters
+            c.batch_sizes[bisect_left(BATCH_SIZE_BUCKETS, len(batch))] += 1
+            c.queries += len(batch)
+            delays = c.queue_delay
+            delay_sum_s = c.queue_delay_sum_s  # one float add per query, in order, as a histogram's
             waited = 0
             for q in batch:
                 w = now_ns - q.arrival_ns
                 waited += w
-                qd.observe(w / 1e9)
+                w_s = w / 1e9
+                delays[bisect_left(LATENCY_BUCKETS_S, w_s)] += 1
+                delay_sum_s += w_s
+            c.queue_delay_sum_s = delay_sum_s
             m.stats.queue_count += len(batch)
             m.stats.queue_ns += waited
             self._actions.append(SendBatch(mi, ri, batch))
@@ -667,124 +621,36 @@ class SchedulerCore:
         q.done = True
         q.payload = None
         if q.parent is not None:  # a sub-query: its answer is one model's contribution
-            self._sub_done(q, None if default or status != 200 else output, output if status != 200 else None)
+            self._sub_answer(q, None if default or status != 200 else output, output if status != 200 else None)
             return
         if default:
-            self.m_app_defaults[q.app][explanation].value += 1
+            self.app_counters[q.app].defaults[explanation] += 1
         self._actions.append(Respond(q, status, default, output, explanation, extra))
 
-    # -- selection policies -----------------------------------------------------------------
+    # -- the selection layer's answers ------------------------------------------------------
 
-    def _sub_done(self, sub: Query, output: bytes | None, error: bytes | None) -> None:
-        ens = sub.parent
-        sub.done = True
-        if ens.query.done:
-            return
-        if output is not None:
-            ens.outputs[sub.model] = _scores(output)
-        elif error is not None and ens.error is None:
-            ens.error = error
-        ens.remaining -= 1
-        if ens.remaining == 0:
-            self._finish_ensemble(ens)
+    def _sub_answer(self, sub: Query, output: bytes | None, error: bytes | None) -> None:
+        ans = self.selection.on_sub_answer(sub, output, error)
+        if ans is not None:
+            self._answer_ensemble(ans)
 
-    def _finish_ensemble(self, ens: Ensemble) -> None:
-        q = ens.query
-        self._ensembles.pop(id(q), None)
-        route = self.apps[q.app]
-        ctx = self.contexts[q.app]
-        state = ctx.get(q.uid) if q.uid >= 0 else ctx.app_state
-        asked = len(ens.selection.models)
-        present = {k: v for k, v in ens.outputs.items() if v is not None}
-        recent = self.recent[q.app]
-        recent[q.query_id] = (q.uid, ens.selection, present)
-        while len(recent) > RECENT_PREDICTIONS:
-            recent.popitem(last=False)
-        if not present:
-            if ens.error is not None:
-                self.m_app_errors[q.app].value += 1
-                self._answer(q, 500, False, ens.error)
-            else:
-                self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
-            return
-        combined = route.policy.combine(state, {k: present.get(k) for k in ens.selection.models})
-        extra = b'"confidence":%s,"models_used":%d,"models_asked":%d' % (
-            repr(round(float(combined.confidence), 6)).encode(), combined.contributors, asked)
-        if combined.confidence < route.confidence_threshold:
-            self._answer(q, 200, True, route.default_json, LOW_CONFIDENCE_EXPLANATION, extra)
-            return
-        self._answer(q, 200, False, _render(combined.output), "", extra)
+    def _answer_ensemble(self, ans: EnsembleAnswer) -> None:
+        q = ans.query
+        verdict = ans.verdict
+        if verdict is Verdict.COMBINED:
+            self._answer(q, 200, False, ans.output, "", ans.extra)
+        elif verdict is Verdict.ERROR:
+            self.app_counters[q.app].errors += 1
+            self._answer(q, 500, False, ans.output)
+        elif verdict is Verdict.LOW_CONFIDENCE:
+            self._answer(q, 200, True, self.apps[q.app].default_json, LOW_CONFIDENCE_EXPLANATION, ans.extra)
+        else:
+            self._answer(q, 200, True, self.apps[q.app].default_json, SLO_EXPLANATION)
 
     def feedback(self, app: int, query_id: int, label: float) -> str | None:
-        """Join `label` with a recent prediction of `app` and update its policy state.
-
-        Returns None when applied, else why not. The uid's own state and the app-wide state
-        both learn (new users start from what the population taught)."""
-        route = self.apps[app]
-        if route.policy is None:
-            return None  # a single-model app has nothing to learn; Clipper answered ok too
-        entry = self.recent[app].pop(query_id, None)
-        if entry is None:
-            return "the prediction to join this feedback with is no longer held"
-        uid, selection, outputs = entry
-        if not outputs:
-            return None  # no model answered in time: nothing to learn from
-        ctx = self.contexts[app]
-        if uid >= 0:
-            ctx.observe(route.policy, uid, outputs, label, selection)
-        ctx.app_state = route.policy.observe(ctx.app_state, outputs, label, selection)
-        self.policy_changed = True
-        return None
-
-    def policy_snapshot(self) -> dict[str, dict]:
-        """JSON-able selection state of every policy app, by app name."""
-        self.policy_changed = False
-        return {
-            self.apps[i].name: {"policy": type(self.apps[i].policy).__name__, **c.to_json()}
-            for i, c in self.contexts.items()
-        }
-
-    def restore_policy(self, app_name: str, data: dict) -> bool:
-        """Load a snapshot for `app_name`; False when it does not fit the app any more."""
-        for i, c in self.contexts.items():
-            if self.apps[i].name != app_name:
-                continue
-            if data.get("policy") != type(self.apps[i].policy).__name__:
-                return False  # learned by another policy: start afresh
-            try:
-                restored = ContextStates.from_json(data)
-                fresh = self.apps[i].policy.initial_state(len(self.apps[i].models))
-            except (KeyError, TypeError, ValueError):
-                return False
-            if type(restored.app_state) is not type(fresh) or _n_models(restored.app_state) != _n_models(fresh):
-                return False
-            restored.max_contexts = c.max_contexts
-            self.contexts[i] = restored
-            return True
-        return False
+        """Feedback (a true label) for a recent query of `app`: `SelectionCore.feedback`."""
+        return self.selection.feedback(app, query_id, label)
 
 
 def _live(q: Query) -> bool:
     return not q.done
-
-
-def _scores(output: bytes):
-    """A model's JSON output as a policy input: a float, or a float vector."""
-    try:
-        v = orjson.loads(output)
-    except orjson.JSONDecodeError:  # NaN/Infinity tokens (see render_outputs) or not JSON
-        try:
-            v = json.loads(output)
-        except ValueError:
-            return None
-    if isinstance(v, list):
-        return np.asarray(v, dtype=np.float64).reshape(-1)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _render(output) -> bytes:
-    return orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _n_models(state) -> int:
-    return getattr(state, "n_models", None) or len(getattr(state, "counts", ()) or ())

@@ -6,6 +6,7 @@ import tracemalloc
 import orjson
 
 from schooner.engine.core.cache import CacheKey, PredictionCache
+from schooner.engine.core.counters_render import render_scheduler_metrics
 from schooner.engine.core.scheduler import AppRoute, ModelSpec, Query, SchedulerCore, SendBatch
 
 MS = 1_000_000
@@ -28,7 +29,7 @@ def test_a_replica_holding_its_batch_past_the_stall_bound_is_not_ready():
     assert core.next_stall_check(50 * MS) is None  # nothing more will change by itself
     core.batch_done(0, 0, [b"1"], None, 60 * MS)
     assert core.readiness(60 * MS) == [True]
-    assert core.metrics.render().count("schooner_model_ready") >= 1
+    assert render_scheduler_metrics(core.counters).count("schooner_model_ready") >= 1
 
 
 def test_one_stalled_replica_of_two_leaves_the_model_ready():

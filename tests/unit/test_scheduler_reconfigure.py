@@ -2,6 +2,7 @@
 replicas grown and retired, an app moved to another version with its queued queries finishing
 on the old one."""
 
+from schooner.engine.core.counters_render import render_scheduler_metrics
 from schooner.engine.core.scheduler import (
     AppRoute,
     ModelSpec,
@@ -67,11 +68,11 @@ def test_an_added_app_gets_its_metrics_and_a_removed_policy_app_forgets():
 
     ens = AppRoute(model=0, default_json=b"-1", cache=False, name="ens", models=(0, 1), policy=make_policy("exp3"))
     core = SchedulerCore([ens], [spec("1"), spec("2")])
-    assert 0 in core.contexts
+    assert 0 in core.selection.contexts
     core.reconfigure([None, None, AppRoute(model=1, default_json=b"0", cache=False, name="new")], [spec("1"), spec("2")])
-    assert 0 not in core.contexts
+    assert 0 not in core.selection.contexts
     core.replica_up(1, 0)
     core.submit(Query(0, 1, 2, 10_000 * MS, payload=b"x"), 0)
     (b,) = sends(core.poll(0))
     assert b.model == 1
-    assert 'schooner_app_queries_total{app="new"} 1' in core.metrics.render()
+    assert 'schooner_app_queries_total{app="new"} 1' in render_scheduler_metrics(core.counters)

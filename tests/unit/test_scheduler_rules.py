@@ -3,6 +3,7 @@
 Fake clock (integers), no sleeps, no processes."""
 
 from schooner.engine.core.aimd import AimdConfig
+from schooner.engine.core.counters_render import render_scheduler_metrics
 from schooner.engine.core.scheduler import (
     SLO_EXPLANATION,
     AppRoute,
@@ -47,7 +48,7 @@ def test_cache_hit_never_reaches_a_model_and_concurrent_misses_share_one_computa
     c.submit(q(3, now=2 * MS, digest=b"same"), 2 * MS)
     sends, answers = split(c.poll(2 * MS))
     assert sends == [] and [a.output for a in answers] == [b"42"]  # a hit: no batch
-    assert "schooner_cache_hits_total" in c.metrics.render()
+    assert "schooner_cache_hits_total" in render_scheduler_metrics(c.counters)
 
 
 def test_cache_off_for_an_app_sends_every_query():
@@ -102,7 +103,7 @@ def test_aimd_grows_while_under_target_and_backs_off_on_a_miss():
     assert len(s.queries) == 13
     c.batch_done(0, 0, [b"0"] * 13, now_ns=now + 20 * MS)  # a miss
     assert c.models[0].replicas[0].aimd.limit == int(13 * 0.9)
-    assert 'schooner_batch_limit{model="m",replica="0",version="1"} 11' in c.metrics.render()
+    assert 'schooner_batch_limit{model="m",replica="0",version="1"} 11' in render_scheduler_metrics(c.counters)
 
 
 def test_fixed_batch_size_disables_aimd():
@@ -191,7 +192,7 @@ def test_a_query_arriving_at_a_queue_too_long_for_its_deadline_is_shed_at_once()
     c.submit(q(11, now=0, slo=20 * MS), 0)
     _, answers = split(c.poll(0))
     assert [(a.query.query_id, a.default, a.explanation) for a in answers] == [(10, True, SLO_EXPLANATION)]
-    assert "schooner_model_shed_total" in c.metrics.render()
+    assert "schooner_model_shed_total" in render_scheduler_metrics(c.counters)
 
 
 def test_no_shedding_before_any_latency_is_known():

@@ -97,7 +97,7 @@ def test_feedback_moves_exp4_weights_to_the_right_model_and_per_uid_states_are_i
         c.poll(now + 1)
         assert c.feedback(0, i, 2) is None  # the truth is model 0's answer
         now += MS
-    ctx = c.contexts[0]
+    ctx = c.selection.contexts[0]
     assert ctx.get(7).weights()[0] > 0.99
     assert ctx.app_state.weights()[0] > 0.99  # the app-wide state learns too
     assert 8 not in ctx  # another user has no state of its own: it starts from the app's
@@ -108,8 +108,8 @@ def test_exp3_picks_one_model_and_snapshot_round_trips():
     c = core("exp3", eta=0.3, gamma=0.1)
     c.submit(Query(0, 1, 0, 10 * MS, payload=b"x"), 0)
     assert len(sends(c.poll(0))) == 1
-    snap = orjson.loads(orjson.dumps(c.policy_snapshot()))
+    snap = orjson.loads(orjson.dumps(c.selection.snapshot()))
     fresh = core("exp3", eta=0.3, gamma=0.1)
-    assert fresh.restore_policy("ens", snap["ens"])
-    assert fresh.contexts[0] == c.contexts[0]
-    assert not core("exp4").restore_policy("ens", snap["ens"])  # another policy's state is refused
+    assert fresh.selection.restore("ens", snap["ens"])
+    assert fresh.selection.contexts[0] == c.selection.contexts[0]
+    assert not core("exp4").selection.restore("ens", snap["ens"])  # another policy's state is refused
