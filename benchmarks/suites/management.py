@@ -217,7 +217,8 @@ def run_window(kind: str, call: AdminCall | None, running: RunningSystem, admin:
     win = Window(kind, repeat, rate)
     timer = threading.Timer(STARTUP_S + t.warmup_s + t.call_at_s, call.run, (admin,)) if call else None
     meter = OthersMeter()
-    with Prober(running.port, plan.path, bodies[0]) as prober:
+    probe_body = request_stream(w, 1, SEED)[0][0]  # one input in every window: its answer names the version
+    with Prober(running.port, plan.path, probe_body) as prober:
         try:
             if timer:
                 timer.start()
