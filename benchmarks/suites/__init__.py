@@ -10,6 +10,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "serving": ("benchmarks.suites.serving", "make bench: Schooner vs the inline server vs the model limit, closed loop (wrk)"),
     "peers": ("benchmarks.suites.peers", "Schooner vs LitServe and Ray Serve, same batching, batch wait 0 and 2 ms"),
     "capacity": ("benchmarks.suites.capacity", "open loop: capacity at the SLO by bisection, recovery, bursts"),
+    "management": ("benchmarks.suites.management", "a version switch and a scale-up under a steady open-loop load vs the same load without"),
     "scheduler": ("benchmarks.suites.scheduler", "AIMD vs fixed batch sizes, delayed batching, the cache"),
     "selection": ("benchmarks.suites.selection", "model-selection policies on real data (no server)"),
     "perf-analyzer": ("benchmarks.suites.perf_analyzer", "Triton's perf_analyzer against the V2 endpoint"),

@@ -6,13 +6,17 @@ serve --config`` started by ``ServerProc`` (readiness on ``GET /v2/health/ready`
 SIGKILL of its group, leftovers reported). The settings a table prints come from the running
 server: ``GET /v2/models/<app>/config`` (max batch, delayed-batching wait, AIMD or fixed,
 replicas), not from the TOML that was asked for. A workload from a user's config
-(``--config FILE --app NAME``) is served from that file unchanged.
+(``--config FILE --app NAME``) is served from that file unchanged. The admin API (``--admin-port
+0``): ``admin_url`` reads the port the server printed, ``admin_call`` makes one call, and
+``add_model_body`` is a ``ModelEntry`` as Clipper's ``add_model`` body (same keys as the TOML).
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +24,7 @@ import orjson
 
 from benchmarks.harness import REPO_ROOT
 from benchmarks.harness.machine import pinned
-from benchmarks.harness.servers import LOOPBACK, ServerProc, free_port
+from benchmarks.harness.servers import LOOPBACK, ServerProc, free_port, log_tail
 from benchmarks.systems import RunningSystem, StartContext
 from benchmarks.workloads import Workload
 
@@ -72,6 +76,47 @@ def schooner_toml(entries: Sequence[ModelEntry]) -> str:
             f'cache = {str(cache).lower()}\nmodels = ["{e.name}"]\n'
         )
     return "\n".join(parts)
+
+
+def add_model_body(e: ModelEntry, version: str, init_args: dict[str, object]) -> dict[str, object]:
+    """``POST /admin/add_model``'s body for another version of ``e``'s model (what its TOML says)."""
+    w = e.workload
+    return {
+        "model_name": e.name, "model_version": version, "entry_point": w.entry_point, "input_type": w.input_type,
+        "input_shape": list(w.input_shape), "max_batch_size": e.max_batch_size, "batch_size": e.batch_size,
+        "batch_wait_timeout_micros": e.batch_wait_micros, "replicas": 1, "device": "cpu", "init_args": init_args,
+    }
+
+
+ADMIN_LINE = re.compile(rb"Admin API at (http://\S+?)/admin/")
+
+
+def admin_url(running: RunningSystem, wait_s: float = 10.0) -> str:
+    """The admin API's base URL, from the line ``schooner serve`` prints right after it serves."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        found = ADMIN_LINE.search(running.log_path.read_bytes()) if running.log_path else None
+        if found:
+            return found.group(1).decode()
+        if time.monotonic() > give_up:
+            raise RuntimeError(f"no admin API line in the server log\n{log_tail(running.log_path) if running.log_path else ''}")
+        time.sleep(0.05)
+
+
+def admin_call(base_url: str, endpoint: str, body: dict[str, object], timeout_s: float = 600.0) -> tuple[int, object]:
+    """(status, parsed JSON) of ``POST /admin/<endpoint>``; it answers once the change is in force."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout_s)
+    try:
+        conn.request("POST", f"/admin/{endpoint}", body=orjson.dumps(body), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return response.status, raw.decode(errors="replace")
 
 
 def read_settings(port: int, app: str) -> dict[str, object]:

@@ -51,12 +51,14 @@ class SumModel:
 
 
 class MLPModel:
-    """W2: a small torch MLP (16→256→256→10, ReLU), fixed weights from ``torch.manual_seed(0)``.
+    """W2: a small torch MLP (16→256→256→10, ReLU), fixed weights from ``torch.manual_seed(seed)``.
 
-    One intra-op thread, as one replica per core is how it is served.
+    One intra-op thread, as one replica per core is how it is served. ``seed`` (default 0) gives
+    another set of weights: a second version whose answers differ (the management suite).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
+        self._seed = seed
         self._net: torch.nn.Module | None = None
         self._device: torch.device | None = None
 
@@ -64,7 +66,7 @@ class MLPModel:
         import torch
 
         torch.set_num_threads(1)
-        torch.manual_seed(0)
+        torch.manual_seed(self._seed)
         net = torch.nn.Sequential(
             torch.nn.Linear(INPUT_DIM, MLP_HIDDEN),
             torch.nn.ReLU(),
