@@ -486,7 +486,9 @@ def routes(config: ServerConfig) -> list[Route | None]:
     """The route table, indexed by route id (`app_route`, `model_route`); None where none."""
     out: list[Route | None] = [None] * (2 * max(len(config.apps), len(config.models)))
     for i, a in enumerate(config.apps):
-        if a.deleted:
+        if a.deleted:  # a tombstone: queries already sent get the default, and its id is never reused
+            out[app_route(i)] = Route(a.name, None, a.input_type, a.input_shape, a.latency_slo_micros,
+                                      a.default_output, False, True)
             continue
         out[app_route(i)] = Route(
             a.name, config.model_index(a.models[0]) if a.models else None, a.input_type, a.input_shape,

@@ -293,7 +293,11 @@ class SchedulerCore:
     # -- events -----------------------------------------------------------------------------
 
     def submit(self, query: Query, now_ns: int = 0) -> None:
-        route = self.apps[query.app]
+        route = self.apps[query.app] if query.app < len(self.apps) else None
+        if route is None:  # cannot happen: frontends learn routes after the scheduler does
+            query.done = True
+            self._actions.append(Respond(query, 503, False, b"the application is being reconfigured; retry"))
+            return
         self.app_counters[query.app].queries += 1
         if route.policy is not None:
             self._submit_ensemble(query, route, now_ns)

@@ -73,10 +73,12 @@ class EnsembleAnswer:
 class Ensemble:
     """A query of a selection-policy app: the models asked, and what each answered."""
 
-    __slots__ = ("query", "selection", "models", "outputs", "remaining", "error")
+    __slots__ = ("query", "selection", "models", "outputs", "remaining", "error", "route", "ctx")
 
-    def __init__(self, query: Query, selection: Selection, models: tuple[int, ...]) -> None:
+    def __init__(self, query: Query, selection: Selection, models: tuple[int, ...], route=None, ctx=None) -> None:
         self.query = query
+        self.route = route  # the app as it was when asked: a reconfiguration may change it meanwhile
+        self.ctx = ctx  # its selection state then
         self.selection = selection  # indices among the app's models, with their probabilities
         self.models = models  # the same choice as model indices of the core
         self.outputs: dict[int, object] = {}
@@ -95,17 +97,24 @@ class SelectionCore:
         self.recent: dict[int, OrderedDict] = {}
         self.changed = False  # feedback moved a state since the last snapshot
         self._ensembles: dict[int, Ensemble] = {}
+        self._shapes: dict[int, tuple] = {}  # per context: (policy, linked models) it was made for
 
     def reconfigure(self, apps: list[AppRoute | None]) -> None:
+        """New apps get a fresh state; an app whose policy or linked models changed starts
+        afresh (its old state has the wrong arms); a removed one forgets. Ensembles in flight
+        finish with the app and state they started with."""
         self.apps = apps
+        for i in list(self.contexts):
+            a = apps[i] if i < len(apps) else None
+            if a is None or a.policy is None or self._shapes.get(i) != (type(a.policy).__name__, a.models):
+                del self.contexts[i]
+                self.recent.pop(i, None)
+                self._shapes.pop(i, None)
         for i, a in enumerate(apps):
             if a is not None and a.policy is not None and i not in self.contexts:
                 self.contexts[i] = ContextStates(a.max_contexts, a.policy.initial_state(len(a.models)))
                 self.recent[i] = OrderedDict()
-        for i in list(self.contexts):
-            if i >= len(apps) or apps[i] is None or apps[i].policy is None:
-                del self.contexts[i]  # a removed app forgets what it learned
-                self.recent.pop(i, None)
+                self._shapes[i] = (type(a.policy).__name__, a.models)
 
     # -- a query's life ---------------------------------------------------------------------
 
@@ -115,7 +124,7 @@ class SelectionCore:
         ctx = self.contexts[query.app]
         state = ctx.get(query.uid) if query.uid >= 0 else ctx.app_state
         selection = route.policy.select_with_probs(state, None, self.rng)
-        ens = Ensemble(query, selection, tuple(route.models[i] for i in selection.models))
+        ens = Ensemble(query, selection, tuple(route.models[i] for i in selection.models), route, ctx)
         self._ensembles[id(query)] = ens
         return ens
 
@@ -144,20 +153,23 @@ class SelectionCore:
     def _finish(self, ens: Ensemble) -> EnsembleAnswer:
         q = ens.query
         self._ensembles.pop(id(q), None)
-        route = self.apps[q.app]
-        ctx = self.contexts[q.app]
+        route, ctx = ens.route, ens.ctx
         state = ctx.get(q.uid) if q.uid >= 0 else ctx.app_state
         asked = len(ens.selection.models)
         present = {k: v for k, v in ens.outputs.items() if v is not None}
-        recent = self.recent[q.app]
-        recent[q.query_id] = (q.uid, ens.selection, present)
-        while len(recent) > RECENT_PREDICTIONS:
-            recent.popitem(last=False)
+        if self.contexts.get(q.app) is ctx:  # feedback can still join it (its app is unchanged)
+            recent = self.recent[q.app]
+            recent[q.query_id] = (q.uid, ens.selection, present)
+            while len(recent) > RECENT_PREDICTIONS:
+                recent.popitem(last=False)
         if not present:
             if ens.error is not None:
                 return EnsembleAnswer(q, Verdict.ERROR, ens.error)
             return EnsembleAnswer(q, Verdict.NO_OUTPUT)
-        combined = route.policy.combine(state, {k: present.get(k) for k in ens.selection.models})
+        try:
+            combined = route.policy.combine(state, {k: present.get(k) for k in ens.selection.models})
+        except (ValueError, TypeError, IndexError) as e:  # outputs the policy cannot combine
+            return EnsembleAnswer(q, Verdict.ERROR, f"the models' outputs cannot be combined: {e}".encode())
         extra = b'"confidence":%s,"models_used":%d,"models_asked":%d' % (
             repr(round(float(combined.confidence), 6)).encode(), combined.contributors, asked)
         if combined.confidence < route.confidence_threshold:
@@ -171,9 +183,9 @@ class SelectionCore:
 
         Returns None when applied, else why not. The uid's own state and the app-wide state
         both learn (new users start from what the population taught)."""
-        route = self.apps[app]
-        if route.policy is None:
-            return None  # a single-model app has nothing to learn; Clipper answered ok too
+        route = self.apps[app] if app < len(self.apps) else None
+        if route is None or route.policy is None:
+            return None  # nothing to learn (a single-model app, or one just removed); Clipper answered ok too
         entry = self.recent[app].pop(query_id, None)
         if entry is None:
             return "the prediction to join this feedback with is no longer held"
@@ -225,8 +237,14 @@ def _scores(output: bytes):
         except ValueError:
             return None
     if isinstance(v, list):
-        return np.asarray(v, dtype=np.float64).reshape(-1)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        try:
+            arr = np.asarray(v, dtype=np.float64).reshape(-1)
+        except (ValueError, TypeError):  # ragged or not numbers: nothing a policy can weigh
+            return None
+        return arr
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v) if np.isfinite(v) else None  # a non-finite score counts as no answer
+    return None
 
 
 def _render(output) -> bytes:

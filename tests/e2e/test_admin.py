@@ -219,3 +219,76 @@ def test_a_token_guards_the_admin_api_and_a_public_bind_needs_one(tmp_path):
                           "--admin-host", "0.0.0.0", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
                          cwd=ROOT, capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 2 and b"needs a token" in run.stderr
+
+
+def test_pipelined_admin_requests_are_all_answered(server):
+    import socket
+
+    s = socket.create_connection((server.admin_host, server.admin_port), timeout=30)
+    try:
+        s.sendall(b"GET /admin/ping HTTP/1.1\r\nHost: a\r\n\r\n" * 3)
+        data = b""
+        while data.count(b"PONG") < 3:
+            chunk = s.recv(4096)
+            assert chunk, f"closed after {data.count(b'PONG')} answers"
+            data += chunk
+    finally:
+        s.close()
+
+
+def test_deleting_an_app_under_load_disturbs_nothing_else(server):
+    _ok(server, "add_app", {"name": "doomed", "input_type": "floats", "input_shape": [4], "models": ["m"],
+                            "latency_slo_micros": 20000000})
+    (sched,) = server.children("scheduler")
+    with Stream(server) as stream, Stream(server, app="doomed") as doomed:
+        _ok(server, "delete_app", {"name": "doomed"})
+        t = time.monotonic()
+        until(lambda: len(doomed.since(t)) >= 10 and len(stream.since(t)) >= 10, "answers after the delete")
+        assert {e[1] for e in doomed.since(t + 1.0)} <= {404}
+    assert stream.bad() == []
+    assert {e[1] for e in doomed.events} <= {200, 404}
+    assert [c.pid for c in server.children("scheduler")] == [sched.pid]
+
+
+SLOW = """
+[[models]]
+name = "slow"
+entry_point = "tests.models:SlowTorchMLP"
+input_type = "floats"
+input_shape = [16]
+max_batch_size = 1
+replicas = 2
+init_args = { hold_s = 0.5 }
+
+[[apps]]
+name = "slow"
+input_type = "floats"
+input_shape = [16]
+latency_slo_micros = 60000000
+models = ["slow"]
+"""
+
+
+def test_a_scale_down_survives_a_scheduler_death(tmp_path):
+    import os
+    import signal
+
+    with SchoonerServer(tmp_path, SLOW) as srv:
+        busy = [threading.Thread(target=srv.predict, args=("slow", {"input": [1.0] * 16}), daemon=True) for _ in range(4)]
+        for t in busy:
+            t.start()
+        result = {}
+        call = threading.Thread(target=lambda: result.update(r=srv.admin("set_num_replicas",
+                                                                          {"model_name": "slow", "num_replicas": 1})))
+        call.start()
+        time.sleep(0.1)  # the call is under way (a race either way is fine: both orders must end well)
+        (sched,) = srv.children("scheduler")
+        os.kill(sched.pid, signal.SIGKILL)
+        call.join(120)
+        assert not call.is_alive(), "the admin call hung"
+        assert result["r"][0] == 200, result
+        until(lambda: len(srv.children("model")) == 1, "one model process left")
+        until(lambda: srv.predict("slow", {"input": [2.0] * 16})[0] == 200, "service after the restart")
+        for t in busy:
+            t.join(60)
+        assert srv.stop() == 0

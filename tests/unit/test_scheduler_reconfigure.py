@@ -76,3 +76,73 @@ def test_an_added_app_gets_its_metrics_and_a_removed_policy_app_forgets():
     (b,) = sends(core.poll(0))
     assert b.model == 1
     assert 'schooner_app_queries_total{app="new"} 1' in render_scheduler_metrics(core.counters)
+
+
+def test_a_deleted_app_answers_what_was_sent_with_its_default_and_never_crashes():
+    from schooner.engine.core.policies import make_policy
+
+    app = AppRoute(model=0, default_json=b"-1", cache=False, name="app", slo_ns=10 * MS)
+    core = SchedulerCore([app], [spec("1")])  # no replica up: queries wait in the queue
+    core.submit(Query(0, 1, 0, 10 * MS, payload=b"x"), 0)
+    tomb = AppRoute(model=None, default_json=b"-1", cache=False, name="app", slo_ns=10 * MS)
+    core.reconfigure([tomb], [spec("1")])
+    core.submit(Query(0, 2, 0, 10 * MS, payload=b"x"), MS)  # sent before the frontend knew
+    expired = [a for a in core.poll(20 * MS) if isinstance(a, Respond)]
+    assert sorted((a.query.query_id, a.status, a.default) for a in expired) == [(1, 200, True), (2, 200, True)]
+    assert core.feedback(0, 1, 1.0) is None
+    # a route id the scheduler does not know is refused, not a crash
+    core.submit(Query(0, 3, 40, 10 * MS, payload=b"x"), MS)
+    (r,) = [a for a in core.poll(MS) if isinstance(a, Respond)]
+    assert r.status == 503
+    # a policy app deleted with an ensemble in flight finishes it with what it had
+    ens = AppRoute(model=0, default_json=b"-1", cache=False, name="e", models=(0, 1), policy=make_policy("exp4"),
+                   slo_ns=10 * MS)
+    core = SchedulerCore([ens], [spec("1"), spec("2")])
+    core.replica_up(0, 0)
+    core.replica_up(1, 0)
+    core.submit(Query(0, 7, 0, 10 * MS, payload=b"x"), 0)
+    batches = sends(core.poll(0))
+    core.reconfigure([AppRoute(model=None, default_json=b"-1", cache=False, name="e")], [spec("1"), spec("2")])
+    for b in batches:
+        core.batch_done(b.model, b.replica, [b"1.5"], None, MS)
+    (done,) = [a for a in core.poll(MS) if isinstance(a, Respond)]
+    assert done.query.query_id == 7 and done.status == 200 and not done.default
+
+
+def test_changing_a_policy_apps_links_restarts_its_state_and_in_flight_ensembles_finish():
+    from schooner.engine.core.policies import make_policy
+
+    three = AppRoute(model=0, default_json=b"-1", cache=False, name="e", models=(0, 1, 2), policy=make_policy("exp3"),
+                     slo_ns=10 * MS)
+    core = SchedulerCore([three], [spec("1"), spec("2"), spec("3")])
+    for mi in range(3):
+        core.replica_up(mi, 0)
+    core.submit(Query(0, 1, 0, 10 * MS, payload=b"x"), 0)
+    (b,) = sends(core.poll(0))
+    two = AppRoute(model=0, default_json=b"-1", cache=False, name="e", models=(0, 1), policy=make_policy("exp3"),
+                   slo_ns=10 * MS)
+    core.reconfigure([two], [spec("1"), spec("2"), spec("3")])
+    assert core.selection.contexts[0].app_state is not None
+    core.batch_done(b.model, b.replica, [b"2.0"], None, MS)  # the in-flight ensemble, asked under 3 models
+    (first,) = [a for a in core.poll(MS) if isinstance(a, Respond)]
+    assert first.status == 200
+    for i in range(20):  # later queries choose among the two left
+        core.submit(Query(0, 10 + i, 0, 100 * MS, payload=b"x"), 2 * MS)
+        for s in sends(core.poll(2 * MS)):
+            assert s.model in (0, 1)
+            core.batch_done(s.model, s.replica, [b"1.0"] * len(s.queries), None, 2 * MS)
+
+
+def test_a_non_finite_score_in_an_ensemble_counts_as_no_answer():
+    from schooner.engine.core.policies import make_policy
+
+    ens = AppRoute(model=0, default_json=b"-1", cache=False, name="e", models=(0, 1), policy=make_policy("exp4"),
+                   slo_ns=10 * MS)
+    core = SchedulerCore([ens], [spec("1"), spec("2")])
+    core.replica_up(0, 0)
+    core.replica_up(1, 0)
+    core.submit(Query(0, 1, 0, 10 * MS, payload=b"x"), 0)
+    for b in sends(core.poll(0)):
+        core.batch_done(b.model, b.replica, [b"NaN" if b.model == 0 else b"2.0"], None, MS)
+    (r,) = [a for a in core.poll(MS) if isinstance(a, Respond)]
+    assert r.status == 200 and b'"models_used":1' in r.extra
