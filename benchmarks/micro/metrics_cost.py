@@ -115,8 +115,8 @@ from schooner.engine.core.scheduler import SchedulerCore
 Comparisons = dict[tuple[Scenario, str], Comparison]
 
 
-def over_repeats(repeats: Sequence[Comparisons], key: tuple[Scenario, str], figure: str, spec: str) -> str:
-    return spread_text([getattr(c[key], figure) for c in repeats], spec)
+def over_repeats(repeats: Sequence[Comparisons], key: tuple[Scenario, str], figure: str, spec: str, unit: str = "") -> str:
+    return spread_text([getattr(c[key], figure) for c in repeats], spec, unit)
 
 
 def core_table(repeats: Sequence[Comparisons], scenarios: Sequence[Scenario], has_stats: bool) -> str:
@@ -127,8 +127,8 @@ def core_table(repeats: Sequence[Comparisons], scenarios: Sequence[Scenario], ha
     for s in scenarios:
         row = [s.label, over_repeats(repeats, (s, "stripped"), "ns_per_query", ".0f")]
         row += [over_repeats(repeats, (s, kind), "baseline_ns_per_query", ".0f") for kind, _ in kinds]
-        row += [f"{over_repeats(repeats, (s, kind), 'ratio_best', '.3f')}x "
-                f"({over_repeats(repeats, (s, kind), 'ratio_median', '.3f')}x)" for kind, _ in kinds]
+        row += [f"{over_repeats(repeats, (s, kind), 'ratio_best', '.3f', 'x')} "
+                f"({over_repeats(repeats, (s, kind), 'ratio_median', '.3f', 'x')})" for kind, _ in kinds]
         row += [over_repeats(repeats, (s, kind), "cost_percent", ".1f") for kind in ("stripped", "stats")[: 1 + has_stats]]
         rows.append(" | ".join(row))
     lines = [
