@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -49,6 +49,18 @@ def spread(values: Sequence[float | None]) -> Spread | None:
     if not xs:
         return None
     return Spread(statistics.median(xs), min(xs), max(xs), len(xs))
+
+
+def spread_text(values: Sequence[float | None], spec: str = ",.0f", unit: str = "") -> str:
+    """``median (lo–hi)`` of the values that were measured, "-" when none was."""
+    s = spread(values)
+    return "-" if s is None else s.text(spec, unit)
+
+
+def paired_ratio_by(numerators: Mapping[object, float | None], denominators: Mapping[object, float | None]) -> Spread | None:
+    """``paired_ratio`` of two measurements keyed by repeat: only repeats both have are paired."""
+    keys = [k for k in numerators if k in denominators]
+    return paired_ratio([numerators[k] for k in keys], [denominators[k] for k in keys])
 
 
 def paired_ratio(numerators: Sequence[float | None], denominators: Sequence[float | None]) -> Spread | None:

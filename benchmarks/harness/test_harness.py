@@ -9,7 +9,15 @@ import pytest
 
 from benchmarks.harness.machine import cpu_count, cpu_list, pinned
 from benchmarks.harness.results import markdown_table, relative_paths, without_bulk
-from benchmarks.harness.stats import CapacitySearch, Spread, paired_ratio, ratio_text, spread
+from benchmarks.harness.stats import (
+    CapacitySearch,
+    Spread,
+    paired_ratio,
+    paired_ratio_by,
+    ratio_text,
+    spread,
+    spread_text,
+)
 
 
 def run_search(search: CapacitySearch, capacity: float) -> CapacitySearch:
@@ -85,6 +93,18 @@ def test_paired_ratio_divides_repeat_by_repeat() -> None:
     # a missing or zero base drops that pair only
     assert paired_ratio([10.0, 20.0, None], [5.0, 0.0, 1.0]) == Spread(2.0, 2.0, 2.0, 1)
     assert paired_ratio([], []) is None
+
+
+def test_spread_text_of_values() -> None:
+    assert spread_text([3.0, None, 1.0, 2.0]) == "2 (1–3)"
+    assert spread_text([0.5], ".2f", " ms") == "0.50 ms"
+    assert spread_text([None]) == "-"
+
+
+def test_paired_ratio_by_pairs_only_repeats_both_have() -> None:
+    # repeat 1 of the base failed, repeat 2 of the numerator is missing
+    assert paired_ratio_by({0: 4.0, 1: 9.0, 3: 6.0}, {0: 2.0, 1: None, 2: 5.0, 3: 2.0}) == Spread(2.5, 2.0, 3.0, 2)
+    assert paired_ratio_by({0: 1.0}, {1: 1.0}) is None
 
 
 def test_ratio_text_keeps_small_ratios_readable() -> None:

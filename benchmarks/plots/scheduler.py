@@ -3,7 +3,7 @@
 Owns the figures: ``<stem>-aimd-limit.png`` (the AIMD batch limit of each batching subject over
 its warm-up and measured run, sampled from ``/metrics``, with the analytic n* of the synthetic
 model) and ``<stem>-summary.png`` (one panel per section: req/s per setting, answered/s and p99
-annotated). Because it reads the JSON only, a result can be re-plotted later:
+annotated), both from the first repeat. Because it reads the JSON only, a result can be re-plotted later:
 
     .venv/bin/python -m benchmarks.plots benchmarks/results/scheduler-<UTC>.json
 
@@ -29,7 +29,7 @@ def plot_results(document: dict, stem: Path) -> list[str]:
             "(.venv/bin/python -m pip install matplotlib)"
         ]
     lines = []
-    runs = document["runs"]
+    runs = [r for r in document["runs"] if r.get("repeat", 0) == 0]  # the first repeat
     aimd = [r for r in runs if r["section"] == "batching" and r["label"] == "AIMD" and r["samples"]]
     if aimd:
         path = stem.with_name(stem.name + "-aimd-limit.png")

@@ -20,9 +20,11 @@ cycles through them. The same file feeds both formats.
 outputs in /dev/shm regions the client registers), and starts Schooner with
 ``--allow-client-shm``, without which Schooner refuses the extension. Off by default.
 
-Order: per model, one fresh server, a warm-up (perf_analyzer at the highest concurrency, binary,
+Order: ``--repeats`` (default 3) passes, interleaved; in each, per model, one fresh server, a warm-up (perf_analyzer at the highest concurrency, binary,
 short windows, not recorded), then for each concurrency every format back to back, so a change
-in the machine's load between points hits a format pair alike.
+in the machine's load between points hits a format pair alike. Report: per model, format and
+concurrency the median with min–max over the repeats; "vs binary" is the median of the ratios of
+repeat i to repeat i. Targets and measurement: ``benchmarks.suites.perf_analyzer_points``.
 
 Each point also reads ``GET /metrics`` before and after: answers that were the app's default
 output (SLO missed; perf_analyzer cannot tell them from model answers) and non-200 answers are
@@ -34,289 +36,33 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import orjson
-
-from benchmarks.drivers.perf_analyzer import (
-    PaPointConfig,
-    PaResult,
-    PaUnstableError,
-    PerfAnalyzer,
-    PerfAnalyzerError,
-    ensure_perf_analyzer,
-    worst_case_s,
+from benchmarks.drivers.perf_analyzer import PerfAnalyzerError, ensure_perf_analyzer, worst_case_s
+from benchmarks.harness.cli import add_common_flags, common_config, csv_ints, csv_names
+from benchmarks.harness.results import ResultWriter, markdown_table
+from benchmarks.harness.servers import LOOPBACK, STOP_GRACE_S
+from benchmarks.harness.stats import paired_ratio_by, ratio_text, spread_text
+from benchmarks.suites.perf_analyzer_points import (
+    DEFAULT_CONCURRENCIES,
+    FORMATS,
+    MAX_TRIALS,
+    MEASUREMENT_INTERVAL_MS,
+    QUICK_CONCURRENCIES,
+    QUICK_MEASUREMENT_INTERVAL_MS,
+    RETRY_STABILITY_PERCENT,
+    SHM_FORMAT,
+    STABILITY_PERCENT,
+    TARGETS,
+    PaBenchConfig,
+    Point,
+    TargetOutcome,
+    drive_target,
+    error_summary,
+    point_config,
+    schooner_config_toml,
 )
-from benchmarks.drivers.perf_analyzer import run_perf_analyzer as run_pa
-from benchmarks.harness.cli import add_common_flags, common_config
-from benchmarks.harness.machine import wait_until_idle
-from benchmarks.harness.metrics import MetricsClient, total
-from benchmarks.harness.results import ResultWriter
-from benchmarks.harness.servers import (
-    LOOPBACK,
-    STOP_GRACE_S,
-    ServerStartError,
-    StopReport,
-    is_ready,
-    log_tail,
-)
-from benchmarks.systems import StartContext
-from benchmarks.systems.schooner import ModelEntry, schooner_toml, start_schooner
-from benchmarks.workloads import WORKLOADS, Workload
-
-DEFAULT_CONCURRENCIES = (1, 4, 16, 64)
-QUICK_CONCURRENCIES = (1, 16)
-FORMATS = ("binary", "json")
-SHM_FORMAT = "binary+shm"
-MEASUREMENT_INTERVAL_MS = 2000
-QUICK_MEASUREMENT_INTERVAL_MS = 1000
-MAX_TRIALS = 6
-STABILITY_PERCENT = 30
-RETRY_STABILITY_PERCENT = 60  # one retry of a point that found no stable windows at 30%
-MAX_BATCH_SIZE = 64
-INPUT_SEED = 2000
-METRICS_TIMEOUT_S = 5.0
-WARMUP_INTERVAL_MS = 500
-
-
-class ServerStoppedError(RuntimeError):
-    """The server under test stopped answering in the middle of a target's points."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelTarget:
-    """A workload of the registry as perf_analyzer drives it: its SLO, output size, input rows."""
-
-    workload: Workload
-    output_nbytes: int  # one row's output: Schooner wants output shm regions of exactly this size
-    latency_slo_micros: int
-    rows: int  # input rows in perf_analyzer's input-data file
-
-    @property
-    def name(self) -> str:
-        return self.workload.name
-
-    def make_rows(self) -> np.ndarray:
-        return self.workload.make_inputs(self.rows, INPUT_SEED)
-
-
-TARGETS = {
-    "w2": ModelTarget(WORKLOADS["w2"], 10 * 4, 100_000, 256),
-    "image": ModelTarget(WORKLOADS["image"], 4, 5_000_000, 4),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PaBenchConfig:
-    concurrencies: tuple[int, ...]
-    formats: tuple[str, ...]
-    models: tuple[str, ...]
-    measurement_interval_ms: int
-    max_trials: int
-    stability_percent: int
-    retry_stability_percent: int
-    client_cpus: str | None  # taskset CPU list for perf_analyzer; None: unpinned
-    server_cpus: str | None = None
-    max_wait_idle_s: float = 60.0
-    idle_threshold_percent: float = 15.0
-    max_batch_size: int = MAX_BATCH_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class ServerCounts:
-    """Deltas of Schooner's own counters over one point, from GET /metrics."""
-
-    queries: int
-    defaults: int
-    non_200: int
-
-
-@dataclass(slots=True)
-class Point:
-    model: str
-    tensor_format: str
-    concurrency: int
-    result: PaResult | None = None
-    stability_percent: int = STABILITY_PERCENT
-    counts: ServerCounts | None = None
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class TargetOutcome:
-    target: str
-    cpu_busy_percent_before: float
-    points: list[Point] = field(default_factory=list)
-    stop: StopReport | None = None
-    error: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Server, inputs, metrics
-
-
-def schooner_config_toml(target: ModelTarget, config: PaBenchConfig) -> str:
-    return schooner_toml([ModelEntry(target.name, target.workload, target.latency_slo_micros, config.max_batch_size, cache=False)])
-
-
-def write_input_data(target: ModelTarget, path: Path) -> int:
-    """perf_analyzer's input-data JSON: one step per row, the row flat; returns the step count."""
-    rows = target.make_rows()
-    steps = [{"input": row.reshape(-1)} for row in rows]
-    path.write_bytes(orjson.dumps({"data": steps}, option=orjson.OPT_SERIALIZE_NUMPY))
-    return len(steps)
-
-
-def server_counts(port: int, app: str) -> ServerCounts:
-    """Sums of schooner_app_queries_total / _defaults_total for ``app`` and of non-200 answers."""
-    client = MetricsClient(port)
-    try:
-        m = client.scrape()
-    finally:
-        client.close()
-    all_codes = total(m, "schooner_http_requests_total")
-    ok = total(m, "schooner_http_requests_total", code="200")
-    return ServerCounts(int(total(m, "schooner_app_queries_total", app=app)),
-                        int(total(m, "schooner_app_defaults_total", app=app)), int(all_codes - ok))
-
-
-def counts_delta(before: ServerCounts, after: ServerCounts) -> ServerCounts:
-    return ServerCounts(
-        after.queries - before.queries,
-        after.defaults - before.defaults,
-        after.non_200 - before.non_200,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring
-
-
-def point_config(
-    target: ModelTarget, tensor_format: str, concurrency: int, data: Path, config: PaBenchConfig
-) -> PaPointConfig:
-    return PaPointConfig(
-        model=target.name,
-        concurrency=concurrency,
-        tensor_format="binary" if tensor_format == SHM_FORMAT else tensor_format,
-        input_data=data,
-        measurement_interval_ms=config.measurement_interval_ms,
-        max_trials=config.max_trials,
-        stability_percent=config.stability_percent,
-        shared_memory="system" if tensor_format == SHM_FORMAT else "none",
-        output_shm_nbytes=target.output_nbytes,
-    )
-
-
-def describe(r: PaResult) -> str:
-    return (
-        f"{r.infer_per_s:,.1f} infer/s, p50 {r.p50_us / 1e3:.3f} ms, p99 {r.p99_us / 1e3:.3f} ms, "
-        f"client CPU {r.client_cpu_s:.1f} s"
-    )
-
-
-def measure_point(
-    pa: PerfAnalyzer,
-    port: int,
-    target: ModelTarget,
-    point: Point,
-    data: Path,
-    config: PaBenchConfig,
-    work_dir: Path,
-) -> None:
-    """One perf_analyzer run (and one retry at a looser stability if it found no stable windows)."""
-    url = f"{LOOPBACK}:{port}"
-    pc = point_config(target, point.tensor_format, point.concurrency, data, config)
-    csv_path = work_dir / f"{target.name}-{point.tensor_format}-c{point.concurrency}.csv"
-    before = server_counts(port, target.name)
-    try:
-        try:
-            point.result = run_pa(pa, url, pc, csv_path, config.client_cpus)
-        except PaUnstableError:
-            pc = replace(pc, stability_percent=config.retry_stability_percent)
-            point.stability_percent = pc.stability_percent
-            print(
-                f"  {target.name} {point.tensor_format} c={point.concurrency}: no stable windows "
-                f"at {config.stability_percent}%, retrying at {pc.stability_percent}%",
-                flush=True,
-            )
-            point.result = run_pa(pa, url, pc, csv_path, config.client_cpus)
-    except PerfAnalyzerError as exc:
-        point.error = str(exc)
-    point.counts = counts_delta(before, server_counts(port, target.name))
-
-
-def warm_up(
-    pa: PerfAnalyzer,
-    port: int,
-    target: ModelTarget,
-    data: Path,
-    config: PaBenchConfig,
-    work_dir: Path,
-) -> None:
-    """First requests (model set-up, first batches) land here, not in the first point."""
-    pc = point_config(target, "binary", max(config.concurrencies), data, config)
-    pc = replace(
-        pc, measurement_interval_ms=WARMUP_INTERVAL_MS, max_trials=3, stability_percent=100
-    )
-    try:
-        run_pa(pa, f"{LOOPBACK}:{port}", pc, work_dir / "warmup.csv", config.client_cpus)
-    except PerfAnalyzerError as exc:
-        print(f"  {target.name}: warm-up failed (not recorded): {error_summary(str(exc))}")
-
-
-def drive_target(
-    pa: PerfAnalyzer, target: ModelTarget, config: PaBenchConfig, work_dir: Path, writer: ResultWriter
-) -> TargetOutcome:
-    """Fresh server, every format × concurrency, stop; failures are recorded, not raised."""
-    check = wait_until_idle(config.max_wait_idle_s, config.idle_threshold_percent)
-    writer.check(f"schooner {target.name}", check)
-    outcome = TargetOutcome(target.name, check.others_cpu_percent)
-    data = work_dir / f"input-data-{target.name}.json"
-    steps = write_input_data(target, data)
-    ctx = StartContext(work_dir, config.server_cpus, target.latency_slo_micros / 1e3,
-                       allow_client_shm=SHM_FORMAT in config.formats)
-    running = None
-    try:
-        running = start_schooner(f"schooner {target.name}", schooner_config_toml(target, config), None, ctx, target.name)
-        port = running.port
-        print(f"schooner {target.name}: ready on port {port} ({check.text()}); {steps} input rows, "
-              f"{data.stat().st_size:,} bytes of input-data JSON; settings {running.settings}", flush=True)
-        warm_up(pa, port, target, data, config, work_dir)
-        for concurrency in config.concurrencies:
-            for tensor_format in config.formats:
-                point = Point(target.name, tensor_format, concurrency)
-                point.stability_percent = config.stability_percent
-                outcome.points.append(point)
-                measure_point(pa, port, target, point, data, config, work_dir)
-                label = f"{target.name} {tensor_format} c={concurrency}"
-                if point.result is not None:
-                    print(f"{label}: {describe(point.result)}", flush=True)
-                    continue
-                print(f"{label}: FAILED: {first_lines(point.error)}", flush=True)
-                if not is_ready(port):
-                    raise ServerStoppedError(
-                        f"schooner {target.name} stopped answering GET /v2/health/ready after {label} "
-                        f"failed; remaining points skipped\n--- server log tail ---\n{log_tail(running.log_path)}"
-                    )
-    except (ServerStartError, ServerStoppedError, OSError) as exc:
-        outcome.error = str(exc)
-        print(f"schooner {target.name}: FAILED: {exc}", flush=True)
-    finally:
-        if running is not None:
-            outcome.stop = running.stop()
-    return outcome
-
-
-def first_lines(text: str | None, n: int = 6) -> str:
-    """The command line and the last lines of perf_analyzer's output, for the console."""
-    if not text:
-        return ""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n    ".join(lines[:1] + lines[-n:]) if len(lines) > n + 1 else "\n    ".join(lines)
-
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -336,15 +82,6 @@ def point_flags(point: Point, config: PaBenchConfig) -> list[str]:
     return flags
 
 
-def error_summary(error: str) -> str:
-    """The line of perf_analyzer's output that says what went wrong, else its last line."""
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    for line in lines[1:]:
-        if "error" in line.lower() or "failed" in line.lower() or "unable" in line.lower():
-            return line
-    return lines[-1] if lines else error
-
-
 def outcome_flags(outcome: TargetOutcome) -> list[str]:
     flags = []
     if outcome.error:
@@ -356,40 +93,44 @@ def outcome_flags(outcome: TargetOutcome) -> list[str]:
     return flags
 
 
-def binary_rate(outcomes: Sequence[TargetOutcome]) -> dict[tuple[str, int], float]:
+def binary_rate(outcomes: Sequence[TargetOutcome]) -> dict[tuple[str, int, int], float]:
+    """(model, concurrency, repeat) -> binary tensors' infer/s: what the other formats divide by."""
     return {
-        (p.model, p.concurrency): p.result.infer_per_s
+        (p.model, p.concurrency, p.repeat): p.result.infer_per_s
         for o in outcomes
         for p in o.points
         if p.result is not None and p.tensor_format == "binary"
     }
 
 
-TABLE_HEADER = (
-    f"{'model':<7}{'format':<12}{'conc':>5}{'infer/s':>11}{'p50 ms':>10}{'p99 ms':>10}"
-    f"{'vs binary':>10}{'client CPU s':>14}  flags"
-)
+def rows_of(outcomes: Sequence[TargetOutcome]) -> dict[tuple[str, str, int], list[Point]]:
+    """One row per model, format and concurrency: its points across repeats, in run order."""
+    rows: dict[tuple[str, str, int], list[Point]] = {}
+    for o in outcomes:
+        for p in o.points:
+            rows.setdefault((p.model, p.tensor_format, p.concurrency), []).append(p)
+    return dict(sorted(rows.items(), key=lambda kv: (list(TARGETS).index(kv[0][0]), kv[0][2])))
 
 
 def format_report(outcomes: Sequence[TargetOutcome], config: PaBenchConfig) -> str:
     binary = binary_rate(outcomes)
-    lines = [TABLE_HEADER, "-" * len(TABLE_HEADER)]
+    table = []
+    for (model, fmt, c), points in rows_of(outcomes).items():
+        ok = [p for p in points if p.result is not None]
+        base = {k[2]: v for k, v in binary.items() if k[:2] == (model, c)}
+        ratio = paired_ratio_by({p.repeat: p.result.infer_per_s for p in ok}, base)
+        many = len(points) > 1
+        flags = [f"#{p.repeat + 1} {f}" if many else f for p in points for f in point_flags(p, config)]
+        table.append([model, fmt, c, spread_text([p.result.infer_per_s for p in ok], ",.1f"),
+                      spread_text([p.result.p50_us / 1e3 for p in ok], ".3f"),
+                      spread_text([p.result.p99_us / 1e3 for p in ok], ".3f"),
+                      ratio_text(ratio) if fmt != "binary" else "-",
+                      spread_text([p.result.client_cpu_s for p in ok], ".1f"), "; ".join(flags)])
+    head = ["model", "format", "conc", "infer/s", "p50 ms", "p99 ms", "vs binary", "client CPU s", "flags"]
+    lines = [f"median (min–max) of {config.repeats} repeats, each on a fresh server; "
+             "vs binary: paired by repeat", markdown_table(head, table)]
     for o in outcomes:
-        for p in o.points:
-            r = p.result
-            flags = "; ".join(point_flags(p, config))
-            if r is None:
-                figures = f"{'-':>11}{'-':>10}{'-':>10}{'-':>10}{'-':>14}"
-            else:
-                base = binary.get((p.model, p.concurrency))
-                ratio = f"{r.infer_per_s / base:.2f}x" if base else "-"
-                figures = (
-                    f"{r.infer_per_s:>11,.1f}{r.p50_us / 1e3:>10.3f}{r.p99_us / 1e3:>10.3f}"
-                    f"{ratio:>10}{r.client_cpu_s:>14.1f}"
-                )
-            row = f"{p.model:<7}{p.tensor_format:<12}{p.concurrency:>5}{figures}  {flags}"
-            lines.append(row.rstrip())
-        lines += [f"  schooner {o.target}: {flag}" for flag in outcome_flags(o)]
+        lines += [f"  schooner {o.target} #{o.repeat + 1}: {flag}" for flag in outcome_flags(o)]
     return "\n".join(lines)
 
 
@@ -398,14 +139,14 @@ def results_body(config: PaBenchConfig, outcomes: Sequence[TargetOutcome]) -> di
     points = []
     for o in outcomes:
         for p in o.points:
-            base = binary.get((p.model, p.concurrency))
+            base = binary.get((p.model, p.concurrency, p.repeat))
             rate = p.result.infer_per_s / base if p.result is not None and base else None
             points.append({**asdict(p), "throughput_vs_binary": rate, "flags": point_flags(p, config)})
     return {
         "schooner_configs": {name: schooner_config_toml(TARGETS[name], config) for name in config.models},
         "targets": [
-            {"target": o.target, "others_cpu_percent_before": o.cpu_busy_percent_before, "error": o.error,
-             "stop": asdict(o.stop) if o.stop else None, "flags": outcome_flags(o)}
+            {"target": o.target, "repeat": o.repeat, "others_cpu_percent_before": o.cpu_busy_percent_before,
+             "error": o.error, "stop": asdict(o.stop) if o.stop else None, "flags": outcome_flags(o)}
             for o in outcomes
         ],
         "points": points,
@@ -428,21 +169,14 @@ def parse_config(argv: list[str] | None):
     )
     parser.add_argument("--concurrency", help="comma-separated, default 1,4,16,64 (--quick 1,16)")
     parser.add_argument("--models", default=",".join(TARGETS), help="subset of w2,image")
-    add_common_flags(parser, repeats=1)
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     common = common_config(args, parser)
-    models = tuple(m for m in args.models.split(",") if m)
-    if not models or set(models) - set(TARGETS):
-        parser.error(f"--models takes a subset of {','.join(TARGETS)}")
+    models = csv_names(args.models, TARGETS, parser, "--models")
     if args.concurrency:
-        try:
-            concurrencies = tuple(int(c) for c in args.concurrency.split(","))
-        except ValueError:
-            parser.error("--concurrency takes comma-separated integers")
+        concurrencies = csv_ints(args.concurrency, parser, "--concurrency")
     else:
         concurrencies = QUICK_CONCURRENCIES if args.quick else DEFAULT_CONCURRENCIES
-    if any(c < 1 for c in concurrencies):
-        parser.error("--concurrency values must be at least 1")
     return PaBenchConfig(
         concurrencies=concurrencies,
         formats=FORMATS + ((SHM_FORMAT,) if args.shm else ()),
@@ -457,6 +191,7 @@ def parse_config(argv: list[str] | None):
         server_cpus=common.server_cpus,
         max_wait_idle_s=common.max_wait_idle_s,
         idle_threshold_percent=common.idle_threshold_percent,
+        repeats=common.repeats,
     ), common
 
 
@@ -468,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perf_analyzer unavailable: {exc}")
         return 1
     writer = ResultWriter("perf-analyzer", asdict(config), {"perf_analyzer": pa.version})
-    npoints = len(config.models) * len(config.formats) * len(config.concurrencies)
+    npoints = config.repeats * len(config.models) * len(config.formats) * len(config.concurrencies)
     example = point_config(TARGETS[config.models[0]], "binary", 1, Path("x"), config)
     print(
         f"perf_analyzer benchmark ({pa.version}): models {', '.join(config.models)}; formats "
-        f"{', '.join(config.formats)}; concurrency {config.concurrencies}; {npoints} points"
+        f"{', '.join(config.formats)}; concurrency {config.concurrencies}; {config.repeats} repeats, interleaved, "
+        f"each on a fresh server; {npoints} points"
     )
     print(
         f"each point: perf_analyzer -a, {config.measurement_interval_ms} ms windows until three agree "
@@ -483,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="schooner-perf-analyzer-") as tmp:
         work_dir = Path(tmp)
-        outcomes = [drive_target(pa, TARGETS[m], config, work_dir, writer) for m in config.models]
+        outcomes = [drive_target(pa, TARGETS[m], config, work_dir, writer, repeat)
+                    for repeat in range(config.repeats) for m in config.models]
     print()
     print(format_report(outcomes, config))
     paths = writer.write(results_body(config, outcomes), publish=common.publish)
