@@ -5,7 +5,9 @@ explanations and extra members, retired replicas), readiness, feedback results, 
 snapshots, the Triton statistics and the Prometheus text, at checkpoints. The text of a trace
 run on the core as it was before the selection layer and the plain statistics moved out
 (commit c18aba3) is kept under `tests/unit/golden/`; `tests/unit/test_scheduler_golden.py`
-checks that today's core writes the same bytes. `render` is how a trace turns the core's
+checks that today's core writes the same bytes. Changed on purpose since: `scheduler_serving.txt`
+was rewritten when replicas started taking over the AIMD budget of a retired replica or a
+previous version (`SchedulerCore._take_over`), which changes batch sizes after a scale-down. `render` is how a trace turns the core's
 counts into Prometheus text, so the trace itself does not depend on where that happens.
 """
 

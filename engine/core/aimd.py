@@ -113,6 +113,12 @@ class AimdController:
         elif batch_size >= limit:
             self._limit = min(self.max_batch_size, limit + self.config.additive_step)
 
+    def take_over(self, limit: int) -> None:
+        """Start from `limit` instead of probing up from the initial one: this replica takes
+        over the load another (version or replica) was sized for. A fixed batch size stays."""
+        if self.fixed_batch_size <= 0:
+            self._limit = max(1, min(self.max_batch_size, limit))
+
     def set_slo(self, slo_ns: int) -> None:
         """Steer by a new SLO (the tightest among the apps now linked); the limit is kept and
         the next observations move it."""

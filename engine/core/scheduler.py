@@ -243,6 +243,7 @@ class SchedulerCore:
         queued for, so a version switch lets them finish on the old version."""
         if len(models) < len(self.models):
             raise ValueError(f"models may only be added: {len(models)} < {len(self.models)}")
+        before = {i: a.model for i, a in enumerate(self.apps) if a is not None and a.model is not None}
         self.apps = list(apps)
         for mi, spec in enumerate(models):
             if mi >= len(self.models):
@@ -263,6 +264,21 @@ class SchedulerCore:
             if a is not None and self.app_counters[i] is None:
                 self.app_counters[i] = self.counters.add(AppCounters(a.name or str(i), DEFAULT_REASONS))
         self.selection.reconfigure(self.apps)
+        for i, old in before.items():  # a version switch: the new version takes over the load
+            a = self.apps[i] if i < len(self.apps) else None
+            if a is not None and a.model is not None and a.model != old:
+                self._take_over(self.models[a.model], self.models[old].replicas)
+
+    def _take_over(self, m: _Model, from_replicas) -> None:
+        """Replicas of `m` that have answered nothing yet start at the batch limit the
+        replicas `from_replicas` reached, so they do not probe up from the initial limit under
+        a load sized for those (the transient would shed queries as hopeless)."""
+        learned = [r.aimd.limit for r in from_replicas if r.expected_ns and not r.retiring]
+        if not learned:
+            return
+        for r in m.replicas:
+            if not r.expected_ns:
+                r.aimd.take_over(max(learned))
 
     def _model_slo(self, mi: int) -> int:
         slos = [a.slo_ns for a in self.apps if a is not None and (a.model == mi or mi in a.models)]
@@ -283,8 +299,12 @@ class SchedulerCore:
     def retire_replica(self, model: int, replica: int) -> bool:
         """Take a replica out of service (scale down). It gets no new batch; True when it
         holds none now (it may stop at once), else `RetiredReplica` follows its batch."""
-        r = self.models[model].replicas[replica]
+        m = self.models[model]
+        r = m.replicas[replica]
         r.retiring = True
+        survivors = [o for o in m.replicas if o is not r and o.state is not ReplicaState.DOWN and not o.retiring]
+        for o in survivors:  # they take over its share of the batch budget
+            o.aimd.take_over(o.aimd.limit + -(-r.aimd.limit // len(survivors)))
         if r.state is ReplicaState.BUSY:
             return False
         r.state = ReplicaState.DOWN
@@ -446,6 +466,7 @@ class SchedulerCore:
         r.retiring = False
         r.state = ReplicaState.IDLE
         r.inflight = []
+        self._take_over(m, [o for o in m.replicas if o is not r])  # a new replica starts where its siblings are
         self._mark(model)
 
     # -- decisions --------------------------------------------------------------------------

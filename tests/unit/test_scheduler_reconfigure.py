@@ -146,3 +146,40 @@ def test_a_non_finite_score_in_an_ensemble_counts_as_no_answer():
         core.batch_done(b.model, b.replica, [b"NaN" if b.model == 0 else b"2.0"], None, MS)
     (r,) = [a for a in core.poll(MS) if isinstance(a, Respond)]
     assert r.status == 200 and b'"models_used":1' in r.extra
+
+
+def _warm(core, mi, ri, n_batches=6):
+    """Drive replica ri of model mi through full batches so its AIMD limit grows."""
+    for k in range(n_batches):
+        for i in range(64):
+            core.submit(Query(0, 10_000 * mi + 100 * k + i, 0, 10_000 * MS, payload=b"x"), 0)
+        for b in sends(core.poll(0)):
+            core.batch_done(b.model, b.replica, [b"1"] * len(b.queries), None, MS)
+
+
+def test_a_new_version_and_a_new_replica_start_at_the_limit_the_old_ones_reached():
+    big = [ModelSpec(64, 1, version="1", name="m"), ModelSpec(64, 1, version="2", name="m")]
+    core = SchedulerCore([AppRoute(model=0, default_json=b"-1", cache=False, slo_ns=10_000 * MS)], big)
+    core.replica_up(0, 0)
+    _warm(core, 0, 0)
+    learned = core.models[0].replicas[0].aimd.limit
+    assert learned > core.models[1].replicas[0].aimd.limit
+    core.reconfigure([AppRoute(model=1, default_json=b"-1", cache=False, slo_ns=10_000 * MS)], big)
+    assert core.models[1].replicas[0].aimd.limit == learned  # the switch did not reset the budget
+    grown = [big[0], ModelSpec(64, 2, version="2", name="m")]
+    core.reconfigure(core.apps, grown)
+    core.replica_up(1, 0)
+    _warm(core, 1, 0)
+    core.replica_up(1, 1)
+    assert core.models[1].replicas[1].aimd.limit == core.models[1].replicas[0].aimd.limit
+
+
+def test_the_replicas_left_take_over_a_retired_ones_budget():
+    two = [ModelSpec(64, 2, version="1", name="m")]
+    core = SchedulerCore([AppRoute(model=0, default_json=b"-1", cache=False, slo_ns=10_000 * MS)], two)
+    core.replica_up(0, 0)
+    core.replica_up(0, 1)
+    a, b = core.models[0].replicas
+    before = a.aimd.limit + b.aimd.limit
+    core.retire_replica(0, 1)
+    assert a.aimd.limit == min(64, before)
