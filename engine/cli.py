@@ -110,10 +110,12 @@ def serve(args: argparse.Namespace) -> int:
               "deploying a model runs its code", file=sys.stderr)
         return 2
     store = RegistryStore(registry_path(cfg.data_dir, cfg.source))
+    file_cfg = cfg
     if not args.reset_registry:
-        cfg, warnings = merge(cfg, store.load())
+        cfg, warnings = merge(cfg, store.load(), store.load_seed())
         for w in warnings:
             log.warning("%s", w)
+    store.seed = file_cfg
     sup = Supervisor(cfg, admin_token=token, registry=store)
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)

@@ -154,7 +154,8 @@ def start_schooner(
         path = ctx.work_dir / f"{label.replace(' ', '-')}.toml"
         path.write_text(toml)
         config_path = str(path)
-    argv = [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(port), "--admin-port", "0"]
+    argv = [sys.executable, "-m", "schooner.engine.cli", "serve", "--port", str(port), "--admin-port", "0",
+            "--reset-registry"]  # hermetic: every start serves exactly the config it was given
     if config_path is not None:
         argv += ["--config", config_path]
     if ctx.allow_client_shm:

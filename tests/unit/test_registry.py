@@ -58,3 +58,29 @@ def test_a_true_conflict_keeps_the_registry_and_says_so():
     merged, warnings = merge(parse_config(file, source="seed.toml"), (stored.models, stored.apps))
     assert merged.models[0].entry_point == "a.b:C"
     assert len(warnings) == 1 and "m:1" in warnings[0] and "entry_point" in warnings[0] and "kept" in warnings[0]
+
+
+def test_an_edit_of_the_file_applies_to_entries_nobody_changed_at_runtime():
+    first = seed()
+    file2 = {**SEED, "models": [{**SEED["models"][0], "batch_wait_timeout_micros": 2000}]}
+    merged, warnings = merge(parse_config(file2, source="seed.toml"), (first.models, first.apps), (first.models, first.apps))
+    assert merged.models[0].batch_wait_timeout_micros == 2000 and warnings == []
+
+
+def test_an_entry_dropped_from_the_file_goes_unless_changed_at_runtime():
+    first = parse_config({**SEED, "apps": [*SEED["apps"], {"name": "b", "input_type": "floats", "input_shape": [4]}]},
+                         source="seed.toml")
+    runtime_apps = (first.apps[0], dataclasses.replace(first.apps[1], latency_slo_micros=7))
+    merged, _ = merge(seed(), (first.models, first.apps), (first.models, first.apps))
+    assert [a.name for a in merged.apps] == ["app"]
+    merged, _ = merge(seed(), (first.models, runtime_apps), (first.models, first.apps))
+    assert [a.name for a in merged.apps] == ["app", "b"]  # changed at runtime: kept
+
+
+def test_changed_at_runtime_and_edited_in_the_file_keeps_the_registry_and_warns():
+    first = seed()
+    runtime = (dataclasses.replace(first.models[0], replicas=4),)
+    file2 = {**SEED, "models": [{**SEED["models"][0], "max_batch_size": 8}]}
+    merged, warnings = merge(parse_config(file2, source="seed.toml"), (runtime, first.apps), (first.models, first.apps))
+    assert merged.models[0].replicas == 4 and merged.models[0].max_batch_size == 64
+    assert len(warnings) == 1 and "changed at runtime and edited" in warnings[0]
