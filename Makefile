@@ -27,7 +27,7 @@ run: $(RUN_STAMP)  ## serve the built-in demo on http://127.0.0.1:$(PORT) (make 
 
 # Every test folder: pytest ignores `testpaths` when given paths, so they are all named here.
 TEST_DIRS := tests $(wildcard benchmarks tools)
-LINT_DIRS := $(wildcard engine ipc frontend model_procs tests benchmarks tools)
+LINT_DIRS := $(wildcard engine ipc frontend model_procs tests benchmarks tools examples)
 
 test: $(STAMP)  ## every test (GPU tests skip without CUDA), the benchmark harness's and tools' too
 	$(PY) -m pytest $(TEST_DIRS)
