@@ -32,7 +32,6 @@ import orjson
 
 from schooner.engine.admin import AdminRequest
 from schooner.engine.config import (
-    INPUT_TYPE_ALIASES,
     ConfigError,
     ServerConfig,
     _Table,
@@ -412,9 +411,6 @@ class Manager:
 
     def add_app(self, doc):
         raw = dict(doc)
-        raw.setdefault("input_type", "doubles")
-        if isinstance(raw.get("input_type"), str) and raw["input_type"].lower() not in INPUT_TYPE_ALIASES:
-            pass  # parse_app names the accepted types
         if "default_output" in raw and not isinstance(raw["default_output"], str):
             raw["default_output"] = orjson.dumps(raw["default_output"]).decode()
         current = {m.name: m for _, m in self._models() if m.current}
