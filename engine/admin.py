@@ -49,7 +49,8 @@ class _AdminConn:
     parser: httptools.HttpRequestParser | None = None
     url: bytes = b""
     body: list = field(default_factory=list)
-    nbytes: int = 0
+    nbytes: int = 0  # body bytes of this request
+    head_nbytes: int = 0  # header bytes of this request
     auth: bytes = b""
     done: deque = field(default_factory=deque)  # parsed, not yet answered
     busy: bool = False  # one request at a time is handed out
@@ -57,7 +58,7 @@ class _AdminConn:
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.url, self.body, self.nbytes, self.auth = b"", [], 0, b""
+        self.url, self.body, self.nbytes, self.head_nbytes, self.auth = b"", [], 0, 0, b""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -65,14 +66,11 @@ class _AdminConn:
             raise ValueError("URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.nbytes -= len(name) + len(value)  # counted negative until the body starts
-        if -self.nbytes > MAX_ADMIN_HEAD_NBYTES:
+        self.head_nbytes += len(name) + len(value)
+        if self.head_nbytes > MAX_ADMIN_HEAD_NBYTES:
             raise ValueError("headers too long")
         if name.lower() == b"authorization":
             self.auth = value
-
-    def on_headers_complete(self) -> None:
-        self.nbytes = 0
 
     def on_body(self, body: bytes) -> None:
         self.nbytes += len(body)
