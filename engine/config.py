@@ -30,6 +30,7 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 MIB = 1024 * 1024
+SPIN_US_DEFAULT = 0  # measured: README "Wake-ups, spinning and CPU placement"
 V2_OUTPUT_TYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                    "FP16", "FP32", "FP64", "BF16", "BYTES")
 
@@ -124,6 +125,11 @@ class ServerConfig:
     admin_host: str = "127.0.0.1"
     admin_port: int = 1338  # 0 picks a free one
     warm_versions: int = 1  # previous versions of a model whose processes stay up for a fast rollback
+    # the hot path (README "Wake-ups, spinning and CPU placement")
+    spin_us: int = SPIN_US_DEFAULT  # scheduler and models spin this long before sleeping (adaptive); 0: never
+    frontend_cpus: tuple[int, ...] = ()  # CPUs the frontends run on; (): wherever the kernel puts them
+    scheduler_cpus: tuple[int, ...] = ()
+    model_cpus: tuple[int, ...] = ()  # CPU-device replicas (a GPU replica is pinned near its GPU)
     source: str = "<built-in>"
     python_path: tuple[str, ...] = field(default=())
 
@@ -142,7 +148,8 @@ class ServerConfig:
             AppConfig(**{**a, "input_shape": tuple(a["input_shape"]), "models": tuple(a["models"])})
             for a in d["apps"]
         )
-        d["python_path"] = tuple(d["python_path"])
+        for key in ("python_path", "frontend_cpus", "scheduler_cpus", "model_cpus"):
+            d[key] = tuple(d[key])
         return cls(**d)
 
     def model_index(self, name: str, version: str | None = None) -> int:
@@ -190,6 +197,13 @@ class _Table:
         if value < minimum:
             raise self.fail(key, expected, value)
         return value
+
+    def cpus(self, key: str) -> tuple[int, ...]:
+        expected = "a list of CPU numbers (integers >= 0), e.g. [1] or [0, 1]"
+        value = self.get(key, list, expected, [])
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value):
+            raise self.fail(key, expected, value)
+        return tuple(sorted(set(value)))
 
     def seconds(self, key: str, default: float) -> float:
         expected = "a number of seconds > 0"
@@ -428,6 +442,10 @@ def parse_config(data: dict, source: str = "<config>", allow_no_apps: bool = Fal
         admin_host=server.get("admin_host", str, "a host address", "127.0.0.1"),
         admin_port=server.positive("admin_port", 1338, minimum=0),
         warm_versions=server.positive("warm_versions", 1, minimum=0),
+        spin_us=server.positive("spin_us", SPIN_US_DEFAULT, minimum=0),
+        frontend_cpus=server.cpus("frontend_cpus"),
+        scheduler_cpus=server.cpus("scheduler_cpus"),
+        model_cpus=server.cpus("model_cpus"),
     )
     server.check_unknown()
     kw.update({k: v for k, v in overrides.items() if v is not None})

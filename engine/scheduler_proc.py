@@ -42,7 +42,7 @@ from schooner.engine.spawn import SchedulerArgs, setup_logging
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.board import Board
-from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
+from schooner.ipc.channel import Doorbell, RingReader, RingWriter, Waiter, flush_all
 from schooner.ipc.shm import Segment
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class SchedulerProc:
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.ctrl.setblocking(False)
         self.bell = Doorbell(args.bell_fd)
+        self.waiter = Waiter(self.bell, cfg.spin_us / 1e6)
         fbells = [Doorbell(fd) for fd in args.frontend_bell_fds]
         self.frontend_bells = fbells
         self.submits = [
@@ -197,6 +198,8 @@ class SchedulerProc:
         self.dtypes: list = []
         self.digest_of: list = []
         self._tables(cfg)
+        self.readers: list[RingReader] = []  # every ring this process consumes
+        self._readers_changed()
         self.feedback = [socket.socket(fileno=fd) for fd in args.feedback_fds]
         for f in self.feedback:
             f.setblocking(False)
@@ -227,12 +230,16 @@ class SchedulerProc:
             for r in routes(cfg)
         ]
 
+    def _readers_changed(self) -> None:
+        self.readers = [*self.submits, *(rings[1] for reps in self.replicas for rings in reps if rings is not None)]
+
     # -- the loop ---------------------------------------------------------------------------
 
     def serve(self) -> int:
         self._publish(time.monotonic_ns())  # readiness and zeroed statistics from the start
-        fds = [self.bell.fileno(), self.ctrl.fileno(), *(f.fileno() for f in self.feedback)]
-        feedback_fds = set(fds[2:])
+        fds = [self.ctrl.fileno(), *(f.fileno() for f in self.feedback)]
+        feedback_fds = set(fds[1:])
+        waiter = self.waiter
         core = self.core
         snapshot_ns = int(self.cfg.snapshot_interval_s * 1e9)
         dirty = False  # metrics changed since the last publish
@@ -248,12 +255,12 @@ class SchedulerProc:
             if stall is not None:
                 wake = _earliest(wake, stall + 1)
             timeout = None if wake is None else max(0.0, (wake - now) / 1e9)
-            ready = wait_any(fds, timeout)
-            if self.ctrl.fileno() in ready:
-                self._control()
-            if feedback_fds.intersection(ready):
-                self._feedback()
-            self.bell.clear()  # before draining: a post after this read is never lost
+            ready = waiter.wait(self.readers, fds, timeout)  # clears the doorbell when it slept
+            if ready:
+                if self.ctrl.fileno() in ready:
+                    self._control()
+                if feedback_fds.intersection(ready):
+                    self._feedback()
             self._drain_outputs()
             self._drain_submits()
             self._execute(core.poll(time.monotonic_ns()))
@@ -358,6 +365,7 @@ class SchedulerProc:
         self.submits[fi] = RingReader(Segment.attach(msg.submit_ring), self.frontend_bells[fi])
         self.responses[fi] = RingWriter(Segment.attach(msg.response_ring), self.frontend_bells[fi])
         self.outboxes[fi] = _Outbox()
+        self._readers_changed()
         for ring in old:
             ring.close()
         log.info("frontend[%d] was respawned; serving it on new rings", fi)
@@ -370,6 +378,7 @@ class SchedulerProc:
             return
         self._drain_replica(mi, ri, rings[1])  # whole results still count
         reps[ri] = None
+        self._readers_changed()
         rings[0].close()
         rings[1].close()
         rings[0].consumer_bell.close()  # our copy of its eventfd
@@ -391,6 +400,7 @@ class SchedulerProc:
             RingWriter(Segment.attach(msg.input_ring), bell),
             RingReader(Segment.attach(msg.output_ring), bell),
         )
+        self._readers_changed()
         self.core.replica_up(msg.model, msg.replica)
 
     # -- rings in ---------------------------------------------------------------------------
@@ -452,11 +462,8 @@ class SchedulerProc:
                 self._send_batch(a)
             elif type(a) is RetiredReplica:
                 self._retired(a.model, a.replica)
-        if any(isinstance(a, SendBatch) for a in actions):
-            for reps in self.replicas:
-                for rings in reps:
-                    if rings is not None:
-                        rings[0].flush()
+        if any(type(a) is SendBatch for a in actions):
+            flush_all([rings[0] for reps in self.replicas for rings in reps if rings is not None])
 
     def _send_batch(self, a: SendBatch) -> None:
         rings = self.replicas[a.model][a.replica]
@@ -496,7 +503,7 @@ class SchedulerProc:
                             continue
                         n //= 2
                 box.drop(n)
-            writer.flush()  # a full ring: the frontend posts our bell when it frees a slot
+        flush_all(self.responses)  # a full ring: the frontend posts our bell when it frees a slot
 
 
 def _earliest(a: int | None, b: int) -> int:

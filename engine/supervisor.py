@@ -301,7 +301,8 @@ class Supervisor:
         child = self._spawn(
             protocol.Role.MODEL, f"model[{m.name}:{m.version}:{ri}]",
             lambda fd: ModelArgs(self.cfg, mi, ri, inc, fd, bell.fd, self.sched_bell.fd, rin, rout),
-            [bell.fd, self.sched_bell.fd], place.env if place else None, place.cpus if place else (),
+            [bell.fd, self.sched_bell.fd], place.env if place else None,
+            place.cpus if place else self.cfg.model_cpus,
         )
         child.model, child.replica, child.incarnation, child.rings = mi, ri, inc, (rin, rout)
         slot.child = child
@@ -340,7 +341,7 @@ class Supervisor:
             lambda fd: SchedulerArgs(cfg, fd, self.sched_bell.fd, fe_fds,
                                      tuple(r[0] for r in self.fe_rings), tuple(r[1] for r in self.fe_rings),
                                      self.sched_board, self.stats_board, fb_fds),
-            [self.sched_bell.fd, *fe_fds, *fb_fds],
+            [self.sched_bell.fd, *fe_fds, *fb_fds], cpus=cfg.scheduler_cpus,
         )
         return self.scheduler
 
@@ -355,7 +356,7 @@ class Supervisor:
             lambda fd: FrontendArgs(i, cfg, fd, bell.fd, self.sched_bell.fd, submit, response, sock.fileno(),
                                     self.boards, self.stats_board, self.shm_board, fb.fileno(),
                                     self.fe_incarnation[i]),
-            [bell.fd, self.sched_bell.fd, sock.fileno(), fb.fileno()],
+            [bell.fd, self.sched_bell.fd, sock.fileno(), fb.fileno()], cpus=cfg.frontend_cpus,
         )
         child.index = i
         return child
@@ -367,6 +368,7 @@ class Supervisor:
             self.cfg = self._place_gpus(self.cfg)
         except GpuConfigError as e:
             raise StartupError(str(e)) from None
+        check_cpus(self.cfg, os.sched_getaffinity(0))
         cfg = self.cfg
         try:
             self.listen_socks = self._listen_sockets()
@@ -837,6 +839,15 @@ class Supervisor:
 
 def _ordinal(n: int) -> str:
     return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+
+def check_cpus(cfg: ServerConfig, allowed: set[int]) -> None:
+    """Every CPU named by the placement settings must be one this process may run on."""
+    for key in ("frontend_cpus", "scheduler_cpus", "model_cpus"):
+        bad = sorted(set(getattr(cfg, key)) - allowed)
+        if bad:
+            raise StartupError(f"{cfg.source}: server.{key}: CPUs {bad} are not available here; "
+                               f"expected CPUs from {sorted(allowed)} (this process's affinity)")
 
 
 def _child_signals(cpus: tuple[int, ...] = ()) -> None:

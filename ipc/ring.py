@@ -9,7 +9,8 @@ Layout (all integers little-endian u64, each hot index on its own 64-byte cache 
     0    magic, layout version, nslots, slot_nbytes          written once by create()
     64   head   next sequence number the producer publishes  written by the producer only
     128  tail   next sequence number the consumer releases   written by the consumer only
-    192  nbytes[nslots]  payload length of each slot          written by the producer only
+    192  sleeping  1 while the consumer may be blocked        written by the consumer only
+    256  nbytes[nslots]  payload length of each slot          written by the producer only
     ...  slot[0] .. slot[nslots-1], each slot_nbytes, 64-byte aligned
 
 Sequence numbers only grow (u64 never wraps in practice); sequence ``s`` lives in slot
@@ -30,21 +31,55 @@ order and loads are not reordered with older loads, so a consumer that observes 
 also observes every payload byte and length written before it; symmetrically a producer that
 observes ``tail = t`` may overwrite slots below ``t`` because the consumer finished reading them
 before storing ``t`` (x86 does not reorder a store before older loads). Index stores are single
-aligned 8-byte stores (atomic on every 64-bit target). On weakly ordered CPUs (ARM) the
-guarantee instead comes from the doorbell: the consumer loads ``head`` only after a blocking
-wait on the eventfd that the producer wrote *after* publishing, and both syscalls are full
-barriers. A producer killed mid-write leaves either no message (``head`` not stored) or a
-whole one; the dead peer itself is detected by the channel layer (process sentinels).
+aligned 8-byte stores (atomic on every 64-bit target). Weakly ordered CPUs (ARM) would need
+release/acquire ordering on the index stores and loads, which this pure-Python ring does not
+issue between a payload and its publish: x86-64 is the supported target. A producer killed mid-write leaves either no message (``head`` not
+stored) or a whole one; the dead peer itself is detected by the channel layer (process
+sentinels).
+
+Wake-up protocol: the consumer process owns one doorbell (an eventfd; see
+`schooner.ipc.channel`), shared by every ring it reads. A producer posts it only when the
+ring's ``sleeping`` word says the consumer may be blocked, so a busy consumer costs its
+producers no syscall and gets no wake-up it does not need:
+
+  producer, after publishing one or more messages:
+            (P1) store ``head`` (the publish above); (P2) full fence; (P3) load ``sleeping``;
+            if it is 1, post the doorbell.
+  consumer, when every ring it reads is empty (after an optional bounded spin on ``head``):
+            (C1) store ``sleeping = 1`` on every ring it reads; (C2) full fence; (C3) load
+            ``head`` of every ring; if any ring has a message, store ``sleeping = 0`` and drain
+            (no sleep); else (C4) block in poll on the doorbell (and its other descriptors);
+            (C5) read the doorbell (its count goes to 0), store ``sleeping = 0`` on every ring,
+            drain.
+
+Why no wake-up is lost: take a message published by P1 that the consumer's C3 does not see.
+(P1, fence, P3) and (C1, fence, C3) form the store-buffering litmus test with a full fence on
+both sides, whose outcome "both loads read the old value" is forbidden (on x86-64 TSO only a
+store followed by a load of another address may be reordered, and the fence forbids exactly
+that). So P3 reads the ``sleeping = 1`` of C1 (or of a later C1) and posts. The post happens
+after C1; the consumer reads the doorbell only in C5, after its poll returned, so the count
+is still there when it polls and the poll returns at once. Conversely when P3 reads 0 the
+consumer is between C5 and its next C1, and that next C1/C2/C3 sees P1 by the same litmus
+argument: every message published is either seen by a C3 or posted. A post whose load read a
+stale 1 (the consumer already woke) costs one spurious wake-up, never a lost one. The flag
+starts at 1 (``create``), so a consumer that never stores it (the frontend: its event loop
+sleeps in epoll, not here) is posted at every flush, which is the plain eventfd protocol.
+A producer blocked on a *full* ring is woken the plain way: the consumer posts it whenever a
+release frees a full ring (`release` returns True). The protocol is model-checked over TSO
+store buffers in ``tests/unit/test_wakeup_model.py`` and stressed across processes in
+``tests/integration/test_ring_cross_process.py``.
 """
 
 from __future__ import annotations
 
 MAGIC = 0x5343484F4F4E5231  # "SCHOONR1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 _CACHE_LINE = 64
 _HEAD = _CACHE_LINE // 8  # u64 index of head
 _TAIL = 2 * _CACHE_LINE // 8  # u64 index of tail
-_LENS = 3 * _CACHE_LINE // 8  # u64 index of nbytes[0]
+_SLEEPING = 3 * _CACHE_LINE // 8  # u64 index of the consumer's sleeping flag
+_LENS = 4 * _CACHE_LINE // 8  # u64 index of nbytes[0]
+_HEADER = 4 * _CACHE_LINE
 
 
 def _align(n: int, to: int = _CACHE_LINE) -> int:
@@ -65,7 +100,7 @@ def ring_nbytes(nslots: int, slot_nbytes: int) -> int:
 
 
 def _slots_offset(nslots: int) -> int:
-    return _align(3 * _CACHE_LINE + 8 * nslots)
+    return _align(_HEADER + 8 * nslots)
 
 
 class Ring:
@@ -79,7 +114,7 @@ class Ring:
     def __init__(self, buf, *, _check: bool = True) -> None:
         self._buf = memoryview(buf).cast("B")
         self._u64 = None
-        hdr = self._buf[: 3 * _CACHE_LINE].cast("Q")
+        hdr = self._buf[:_HEADER].cast("Q")
         if _check and (hdr[0] != MAGIC or hdr[1] != LAYOUT_VERSION):
             raise RingLayoutError("buffer does not hold a schooner ring (bad magic or version)")
         self.nslots = int(hdr[2])
@@ -106,6 +141,7 @@ class Ring:
         hdr = mv[: _slots_offset(nslots)].cast("Q")
         hdr[_HEAD] = 0
         hdr[_TAIL] = 0
+        hdr[_SLEEPING] = 1  # until the consumer says it is awake, every flush posts its doorbell
         for i in range(nslots):
             hdr[_LENS + i] = 0
         hdr[1] = LAYOUT_VERSION
@@ -141,6 +177,14 @@ class Ring:
     def _slot(self, seq: int, nbytes: int) -> memoryview:
         off = self._base + (seq % self.nslots) * self._stride
         return self._buf[off : off + nbytes]
+
+    def sleeping(self) -> bool:
+        """Producer side: whether the consumer may be blocked (load after a full fence)."""
+        return self._u64[_SLEEPING] != 0
+
+    def set_sleeping(self, flag: bool) -> None:
+        """Consumer side: say that it may block (then fence and re-check) or that it is awake."""
+        self._u64[_SLEEPING] = 1 if flag else 0
 
     # -- producer side ----------------------------------------------------------------------
 

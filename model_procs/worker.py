@@ -1,6 +1,6 @@
 """The model process: one replica of one model version, reading batches zero-copy.
 
-Loop: block on this process's doorbell and its control socket; drain every pending batch of
+Loop: wait for a batch (`Waiter`: an adaptive spin, then the doorbell and the control socket); drain every pending batch of
 the input ring (numpy view over the slot, no copy), call the model, release the input slot,
 write the scores (or the failure cause) to the output ring, post the scheduler's doorbell. An
 exception in ``predict`` fails that batch only; the worker keeps serving. The control socket
@@ -29,7 +29,7 @@ from schooner.engine.gpus import local_device
 from schooner.engine.spawn import ModelArgs, setup_logging
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
-from schooner.ipc.channel import Doorbell, RingReader, RingWriter, wait_any
+from schooner.ipc.channel import Doorbell, RingReader, RingWriter, Waiter, wait_any
 from schooner.ipc.shm import Segment
 from schooner.model_procs.ingest import CupyBackend, DeviceBackend, DeviceIngest
 from schooner.model_procs.runner import ModelLoadError, ModelRunner
@@ -52,6 +52,7 @@ class ModelProc:
         self.runner = runner
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.bell = Doorbell(args.bell_fd)
+        self.waiter = Waiter(self.bell, args.config.spin_us / 1e6)
         sched_bell = Doorbell(args.scheduler_bell_fd)
         self.sched_bell = sched_bell
         numeric = frames.NUMPY_DTYPES[cfg.input_type] is not None
@@ -66,14 +67,14 @@ class ModelProc:
             self.ingest.attach([self.inputs.segment.buf, self.outputs.segment.buf])
 
     def serve(self) -> int:
-        fds = [self.bell.fileno(), self.ctrl.fileno()]
+        fds = [self.ctrl.fileno()]
         one_batch = self._one_batch if self.ingest is None else self._one_batch_on_device
+        waiter = self.waiter
         try:
             while True:
-                ready = wait_any(fds, None)
-                if self.ctrl.fileno() in ready and not self._control():
+                ready = waiter.wait([self.inputs], fds, None)  # the doorbell only when it must sleep
+                if ready and not self._control():
                     return 0
-                self.bell.clear()
                 while self.inputs.pending():
                     if not one_batch():
                         return 0
