@@ -5,7 +5,8 @@ instance with segments in /dev/shm, and all its descendants), labels each with i
 (supervisor, frontend[i], scheduler, model[...]) from its command line, and runs one py-spy per
 process in parallel: ``dump`` (default: every thread's stack now) or ``record`` for ``--duration``
 seconds into ``--out DIR/<role>.svg`` (flame graphs). py-spy reads the processes from outside
-(ptrace); it is not a dependency of Schooner: ``pip install py-spy`` where you run this.
+(ptrace); it is not a dependency of the server: the ``bench`` extra installs it
+(``pip install -e '.[bench]'``, which ``make test`` and ``make bench`` run).
 """
 
 from __future__ import annotations
@@ -19,43 +20,11 @@ from pathlib import Path
 
 import psutil
 
+from tools.processes import server_processes
 from tools.shm_view import instances
 
-_ROLE = re.compile(r'"role":\s*"(\w+)"')
-_INDEX = re.compile(r'"index":\s*(\d+)')
-_MODEL = re.compile(r'"model":\s*(\d+),\s*"replica":\s*(\d+)')
-
-
-def role_of(cmdline: list[str], is_root: bool) -> str:
-    """A process's role from the spawn arguments Schooner passes its children."""
-    if is_root:
-        return "supervisor"
-    text = " ".join(cmdline)
-    m = _ROLE.search(text)
-    if m is None:
-        return "other"
-    role = m.group(1)
-    if role == "frontend":
-        i = _INDEX.search(text)
-        return f"frontend[{i.group(1) if i else '?'}]"
-    if role == "model":
-        m = _MODEL.search(text)
-        return f"model[{m.group(1)}:{m.group(2)}]" if m else "model[?]"
-    return role
-
-
-def server_processes(pid: int) -> list[tuple[str, int]]:
-    root = psutil.Process(pid)
-    out = [("supervisor", pid)]
-    seen: dict[str, int] = {}
-    for child in root.children(recursive=True):
-        try:
-            role = role_of(child.cmdline(), False)
-        except psutil.Error:
-            continue
-        seen[role] = seen.get(role, 0) + 1
-        out.append((role if seen[role] == 1 else f"{role}#{seen[role]}", child.pid))
-    return out
+PY_SPY_NOTE = ("py-spy is not a dependency of the server (it reads the processes from outside, by ptrace): "
+               "the bench extra installs it, pip install -e '.[bench]' (make test and make bench do).")
 
 
 def find_supervisor() -> int | None:
@@ -64,7 +33,7 @@ def find_supervisor() -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.profile", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.profile", description=__doc__.split("\n")[0], epilog=PY_SPY_NOTE)
     parser.add_argument("--pid", type=int, help="the supervisor's pid (default: the only running instance's)")
     parser.add_argument("--record", action="store_true", help="record flame graphs instead of dumping stacks")
     parser.add_argument("--duration", type=int, default=10, help="seconds to record (default 10)")
@@ -74,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or (str(Path(sys.executable).with_name("py-spy")) if Path(sys.executable).with_name("py-spy").exists() else None)
     if py_spy is None:
-        print("py-spy is not installed: pip install py-spy", file=sys.stderr)
+        print(f"py-spy is not installed; {PY_SPY_NOTE}", file=sys.stderr)
         return 2
     pid = args.pid or find_supervisor()
     if pid is None:

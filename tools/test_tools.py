@@ -1,10 +1,13 @@
-"""Unit tests of the tools' pure parts: segment names, ring and board decoding, process roles."""
+"""Unit tests of the tools' pure parts: segment names, ring and board decoding, process roles, help."""
 
 from __future__ import annotations
 
+import pytest
+
 from schooner.ipc.board import Board, board_nbytes
 from schooner.ipc.ring import Ring, ring_nbytes
-from tools.profile import role_of
+from tools.processes import role_group, role_of
+from tools.profile import main as profile_main
 from tools.shm_view import board_text, instances, parse_name, ring_state
 
 
@@ -44,3 +47,12 @@ def test_roles_from_spawn_arguments() -> None:
     assert role_of(["python", '{"role":"model","args":{"model":0,"replica":2}}'], False) == "model[0:2]"
     assert role_of(["anything"], True) == "supervisor"
     assert role_of(["python", "x.py"], False) == "other"
+    assert [role_group(r) for r in ("frontend[1]", "model[0:2]", "scheduler", "supervisor", "other")] == [
+        "frontend", "model", "scheduler", "supervisor", "other"]
+
+
+def test_profile_help_says_the_bench_extra_installs_py_spy(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        profile_main(["--help"])
+    assert exited.value.code == 0
+    assert "pip install -e '.[bench]'" in " ".join(capsys.readouterr().out.split())

@@ -4,13 +4,18 @@ Owns ``BodiesFiles`` (request-body files per workload and seed, written once per
 system gets the same bodies) and ``drive`` (what every closed-loop suite does to one system on
 one workload: busy check, start, warm-up at the highest concurrency, one wrk run per
 concurrency, stop and leak check). Failures are recorded in the ``TargetRun``, never raised.
+A suite may pass ``observe``: it gets the running system and may return a ``PointObserver``,
+called just before and just after each measured wrk run (not the warm-up); what ``after``
+returns is stored in the point's ``observed`` (e.g. the server's CPU time, its /metrics).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from benchmarks.drivers.wrk import WrkError, WrkResult, run_wrk, write_bodies
 from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT, OthersMeter, wait_until_idle
@@ -42,6 +47,14 @@ class BodiesFiles:
         return self._files[key]
 
 
+class PointObserver(Protocol):
+    """Reads a running system around each measured point; never raises (records its errors)."""
+
+    def before(self, concurrency: int) -> None: ...
+
+    def after(self, concurrency: int, result: WrkResult | None) -> dict[str, object]: ...
+
+
 @dataclass(slots=True)
 class ClosedPoint:
     concurrency: int
@@ -50,6 +63,7 @@ class ClosedPoint:
     error: str | None = None
     others_cpu_percent: float | None = None  # other processes during the point, % of one CPU
     others_busiest: list[str] = field(default_factory=list)
+    observed: dict[str, object] = field(default_factory=dict)  # what the suite's PointObserver read
 
     def flags(self, busy_percent: float = DEFAULT_THRESHOLD_PERCENT) -> list[str]:
         if self.result is None:
@@ -87,8 +101,10 @@ def drive(
     system: System, workload: Workload, ctx: StartContext, concurrencies: tuple[int, ...], duration_s: float,
     wrk: str, client_cpus: str | None, bodies: BodiesFiles, progress: Progress, writer: ResultWriter,
     repeat: int, max_wait_idle_s: float, idle_threshold: float, check=None,
+    observe: Callable[[RunningSystem], PointObserver | None] | None = None,
 ) -> TargetRun:
-    """One repeat of ``system`` on ``workload``; ``check(running)`` may vet it first (a contract)."""
+    """One repeat of ``system`` on ``workload``; ``check(running)`` may vet it first (a contract),
+    ``observe(running)`` may give a ``PointObserver`` for its points."""
     label = f"{system.name} {workload.name} #{repeat + 1}"
     run = TargetRun(system.name, workload.name, repeat)
     busy = wait_until_idle(max_wait_idle_s, idle_threshold, on_wait=lambda c: progress.note(f"{label}: waiting, {c.text()}"))
@@ -109,6 +125,7 @@ def drive(
             if problem:
                 raise RuntimeError(f"contract check failed: {problem}")
         url, prefix = running.load_url(workload), running.load_prefix
+        observer = observe(running) if observe is not None else None
         path, _ = bodies.get(workload, 0)
         run_wrk(wrk, url, max(concurrencies), WARMUP_S, path, client_cpus, prefix)
         for i, c in enumerate(concurrencies, start=1):
@@ -116,10 +133,14 @@ def drive(
             point = ClosedPoint(c, distinct)
             meter = OthersMeter()
             with progress.running(f"{label} c={c}", duration_s):
+                if observer is not None:
+                    observer.before(c)
                 try:
                     point.result = run_wrk(wrk, url, c, duration_s, path, client_cpus, prefix)
                 except WrkError as exc:
                     point.error = str(exc)
+                if observer is not None:
+                    point.observed = observer.after(c, point.result)
             point.others_cpu_percent, point.others_busiest = meter.stop()
             run.points.append(point)
             r = point.result

@@ -1,10 +1,13 @@
 """Schooner's ``GET /metrics``, as the suites read it: counters of one app and its model.
 
-Owns the Prometheus text parser, a keep-alive client, ``settled`` (scrape until one app's
-counters stop moving: the scheduler publishes at most every 100 ms under load, and queries still
-queued when the load stops are answered up to one SLO later), the ``Counts`` of one app+model
-and their per-stage breakdown, and ``LimitSampler`` (the AIMD batch limit every ``interval_s``
-on a thread). The app and its model share one name in every suite's config.
+Owns the Prometheus text parser (samples of the same name and labels are summed: the merged
+text of several frontends may repeat a series), a keep-alive client, ``settled`` (scrape until
+one app's counters stop moving: the scheduler publishes at most every 100 ms under load, and
+queries still queued when the load stops are answered up to one SLO later), the ``Counts`` of
+one app+model and their per-stage breakdown, the engine's own time per stage
+(``schooner_stage_seconds``: ``stage_means_us``, None for a stage the server does not expose),
+and ``LimitSampler`` (the AIMD batch limit every ``interval_s`` on a thread). The app and its
+model share one name in every suite's config.
 """
 
 from __future__ import annotations
@@ -14,30 +17,46 @@ import http.client
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from benchmarks.harness.servers import LOOPBACK
 
 SETTLE_INTERVAL_S = 0.15
 SETTLE_MAX_S = 5.0
-_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$")
+_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$")  # optional timestamp
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+# The engine's time per stage of a query (a summary, seconds): frontend in -> scheduler in
+# (submit), scheduler in -> model in (queue), model in -> model out (model), model out ->
+# scheduler out (return), scheduler out -> frontend out (deliver).
+STAGES = ("submit", "queue", "model", "return", "deliver")
+STAGE_SUM = "schooner_stage_seconds_sum"
+STAGE_COUNT = "schooner_stage_seconds_count"
 
 MetricSample = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def parse_metrics(text: str) -> dict[MetricSample, float]:
-    """{(name, sorted label pairs): value} of a Prometheus text exposition."""
+    """{(name, sorted label pairs): value} of a Prometheus text exposition.
+
+    Samples with the same name and labels are summed (several processes' texts merged into one
+    may each carry the series); comments, blank and malformed lines are skipped.
+    """
     out: dict[MetricSample, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        match = _SAMPLE.match(line)
+        match = _SAMPLE.match(line.strip())
         if match is None:
             continue
         name, labels, value = match.groups()
-        out[(name, tuple(sorted(_LABEL.findall(labels or ""))))] = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        key = (name, tuple(sorted(_LABEL.findall(labels or ""))))
+        out[key] = out.get(key, 0.0) + number
     return out
 
 
@@ -45,6 +64,32 @@ def total(metrics: dict[MetricSample, float], name: str, **labels: str) -> float
     """Sum of ``name`` over every series whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, pairs), v in metrics.items() if n == name and want <= set(pairs))
+
+
+def exposes(metrics: dict[MetricSample, float], name: str, **labels: str) -> bool:
+    """Whether any series of ``name`` has (at least) ``labels``."""
+    want = set(labels.items())
+    return any(n == name and want <= set(pairs) for n, pairs in metrics)
+
+
+def stage_counts(metrics: dict[MetricSample, float]) -> tuple[float, ...]:
+    """How many queries each stage has timed so far (0 for a stage not exposed)."""
+    return tuple(total(metrics, STAGE_COUNT, stage=s) for s in STAGES)
+
+
+def stage_means_us(before: dict[MetricSample, float], after: dict[MetricSample, float]) -> dict[str, float | None]:
+    """Mean µs per query of each stage between two scrapes: Δ sum / Δ count over every series of
+    the stage (any other labels, any frontend). None where ``after`` has no such series (the
+    server does not expose it) or no query was timed in between."""
+    out: dict[str, float | None] = {}
+    for s in STAGES:
+        if not (exposes(after, STAGE_COUNT, stage=s) and exposes(after, STAGE_SUM, stage=s)):
+            out[s] = None
+            continue
+        count = total(after, STAGE_COUNT, stage=s) - total(before, STAGE_COUNT, stage=s)
+        seconds = total(after, STAGE_SUM, stage=s) - total(before, STAGE_SUM, stage=s)
+        out[s] = 1e6 * seconds / count if count > 0 else None
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,19 +193,26 @@ class MetricsClient:
         self._conn.close()
 
 
-def settled(client: MetricsClient, name: str) -> dict[MetricSample, float]:
-    """/metrics once app ``name``'s counters stop moving (at most ``SETTLE_MAX_S``)."""
+def settled_by(client: MetricsClient, key: Callable[[dict[MetricSample, float]], object]) -> dict[MetricSample, float]:
+    """/metrics once ``key`` of two scrapes ``SETTLE_INTERVAL_S`` apart agree (at most ``SETTLE_MAX_S``)."""
     previous = client.scrape()
     give_up = time.monotonic() + SETTLE_MAX_S
     while True:
         time.sleep(SETTLE_INTERVAL_S)
         current = client.scrape()
-        same = counts_of(current, name)
-        if dataclasses.replace(same, http_sum_s=0, http_count=0) == dataclasses.replace(
-            counts_of(previous, name), http_sum_s=0, http_count=0
-        ) or time.monotonic() > give_up:
+        if key(current) == key(previous) or time.monotonic() > give_up:
             return current
         previous = current
+
+
+def app_counts(metrics: dict[MetricSample, float], name: str) -> Counts:
+    """App ``name``'s counters without the HTTP ones (GET /metrics itself moves those)."""
+    return dataclasses.replace(counts_of(metrics, name), http_sum_s=0, http_count=0)
+
+
+def settled(client: MetricsClient, name: str) -> dict[MetricSample, float]:
+    """/metrics once app ``name``'s counters stop moving (at most ``SETTLE_MAX_S``)."""
+    return settled_by(client, lambda m: app_counts(m, name))
 
 
 class LimitSampler:

@@ -6,7 +6,8 @@ no I/O, no randomness: every function takes plain numbers, so the unit tests dri
 * ``Spread``: median with min and max over repeats (never a mean: one noisy repeat on a shared
   machine must not move the figure, and the min-max range shows it).
 * ``paired_ratio``: repeats of two systems run interleaved (A1 B1 A2 B2 ...), so repeat i of A
-  is divided by repeat i of B and the spread of those ratios is reported beside their median.
+  is divided by repeat i of B and the spread of those ratios is reported beside their median;
+  ``paired_difference`` the same with a_i − b_i (what one system adds to the other's latency).
 * ``CapacitySearch``: the highest rate that passes a test, found by doubling until a failure
   (or halving until a pass) and then bisecting in log space until the failing rate is within
   ``tolerance`` of the passing one (5 %: the bound a capacity ratio is known to).
@@ -71,6 +72,17 @@ def paired_ratio(numerators: Sequence[float | None], denominators: Sequence[floa
         if a is not None and b is not None and b > 0
     ]
     return spread(ratios)
+
+
+def paired_difference_by(minuends: Mapping[object, float | None], subtrahends: Mapping[object, float | None]) -> Spread | None:
+    """``paired_difference`` of two measurements keyed by repeat: only repeats both have are paired."""
+    keys = [k for k in minuends if k in subtrahends]
+    return paired_difference([minuends[k] for k in keys], [subtrahends[k] for k in keys])
+
+
+def paired_difference(minuends: Sequence[float | None], subtrahends: Sequence[float | None]) -> Spread | None:
+    """Spread of a_i − b_i over the repeats where both were measured."""
+    return spread([a - b for a, b in zip(minuends, subtrahends, strict=False) if a is not None and b is not None])
 
 
 @dataclass(slots=True)

@@ -1,17 +1,26 @@
-"""Unit tests of the harness's pure pieces: capacity bisection, spreads, ratio spreads, CPU lists.
+"""Unit tests of the harness's pure pieces: capacity bisection, spreads, ratio and difference
+spreads, CPU lists, the /metrics parser and stage means, CPU per process role.
 
 No clock, no server, no sleep: ``CapacitySearch`` is driven with a pass/fail function of the rate.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from benchmarks.harness.machine import cpu_count, cpu_list, pinned
+from benchmarks.harness.metrics import STAGES, parse_metrics, stage_counts, stage_means_us, total
 from benchmarks.harness.results import markdown_table, relative_paths, without_bulk
+from benchmarks.harness.server_cpu import TOTAL, ProcessCpu, cpu_delta_s, snapshot
 from benchmarks.harness.stats import (
     CapacitySearch,
     Spread,
+    paired_difference,
+    paired_difference_by,
     paired_ratio,
     paired_ratio_by,
     ratio_text,
@@ -132,3 +141,93 @@ def test_published_documents_hold_no_repository_path_and_no_bulk() -> None:
 
 def test_markdown_table() -> None:
     assert markdown_table(["a", "b"], [[1, None]]) == "| a | b |\n|---|---|\n| 1 |  |"
+
+
+def test_paired_difference_subtracts_repeat_by_repeat() -> None:
+    assert paired_difference([110.0, 130.0, 125.0], [100.0, 100.0, 100.0]) == Spread(25.0, 10.0, 30.0, 3)
+    assert paired_difference([5.0, None], [7.0, 1.0]) == Spread(-2.0, -2.0, -2.0, 1)  # negative: faster
+    assert paired_difference_by({0: 3.0, 2: 9.0}, {0: 1.0, 1: 1.0, 2: None}) == Spread(2.0, 2.0, 2.0, 1)
+    assert paired_difference_by({0: 1.0}, {1: 1.0}) is None
+
+
+STAGE_TEXT = """# HELP schooner_stage_seconds Time per stage of a query
+# TYPE schooner_stage_seconds summary
+schooner_stage_seconds_sum{stage="submit"} 0.0020
+schooner_stage_seconds_count{stage="submit"} 100
+schooner_stage_seconds_sum{stage="queue"} 0.0010
+schooner_stage_seconds_count{stage="queue"} 100
+schooner_app_queries_total{app="w1"} 100
+"""
+
+
+def test_parse_metrics_sums_repeated_series_and_skips_noise() -> None:
+    text = "\n".join([
+        "# HELP x a counter", "# TYPE x counter",
+        'x{b="2",a="1"} 3', 'x{a="1",b="2"} 4',  # the same series twice (two processes): summed
+        'x{a="1",b="3"} 5', "y 1.5e-3", "z 7 1700000000000", "garbage line", "w{a=\"1\"} notanumber", "",
+    ])
+    m = parse_metrics(text)
+    assert m[("x", (("a", "1"), ("b", "2")))] == 7.0
+    assert total(m, "x", a="1") == 12.0
+    assert m[("y", ())] == 0.0015
+    assert m[("z", ())] == 7.0  # a sample with a timestamp
+    assert len(m) == 4
+
+
+def test_stage_means_are_delta_sum_over_delta_count_in_us() -> None:
+    before = parse_metrics(STAGE_TEXT)
+    after = parse_metrics(STAGE_TEXT.replace("0.0020", "0.0050").replace("0.0010", "0.0011")
+                          .replace('"submit"} 100', '"submit"} 200').replace('"queue"} 100', '"queue"} 150'))
+    means = stage_means_us(before, after)
+    assert list(means) == list(STAGES)
+    assert means["submit"] == pytest.approx(30.0)  # 3 ms over 100 queries
+    assert means["queue"] == pytest.approx(2.0)  # 0.1 ms over 50
+    assert means["model"] is None and means["return"] is None and means["deliver"] is None  # not exposed
+    assert stage_means_us(before, before)["submit"] is None  # nothing timed in between
+    assert stage_counts(after)[:2] == (200.0, 150.0)
+
+
+def test_stage_means_sum_every_frontend_and_absent_metric_is_none() -> None:
+    def fronts(sum0: float, n0: int, sum1: float, n1: int) -> str:
+        return (f'schooner_stage_seconds_sum{{frontend="0",stage="deliver"}} {sum0}\n'
+                f'schooner_stage_seconds_count{{frontend="0",stage="deliver"}} {n0}\n'
+                f'schooner_stage_seconds_sum{{stage="deliver",frontend="1"}} {sum1}\n'
+                f'schooner_stage_seconds_count{{stage="deliver",frontend="1"}} {n1}\n')
+    # several frontends, each its own series, and one series that appears twice unlabelled: all summed
+    twice = 'schooner_stage_seconds_sum{stage="return"} 0.001\nschooner_stage_seconds_count{stage="return"} 10\n'
+    before = parse_metrics(fronts(0.0, 0, 0.0, 0) + twice + twice)
+    after = parse_metrics(fronts(0.004, 100, 0.006, 100) + twice.replace("0.001", "0.002").replace("10\n", "20\n") * 2)
+    means = stage_means_us(before, after)
+    assert means["deliver"] == pytest.approx(50.0)
+    assert means["return"] == pytest.approx(100.0)
+    assert set(stage_means_us({}, {}).values()) == {None}  # a server without the metric
+    assert stage_means_us({}, after)["deliver"] == pytest.approx(50.0)  # first scrape failed: counts from zero
+
+
+def test_cpu_delta_by_role_counts_new_processes_from_zero_and_never_a_reused_pid() -> None:
+    before = {(1, 10.0): ProcessCpu("supervisor", 1.0), (2, 11.0): ProcessCpu("frontend", 2.0),
+              (3, 11.0): ProcessCpu("frontend", 1.0), (4, 12.0): ProcessCpu("model", 5.0), (9, 12.0): ProcessCpu("other", 1.0)}
+    after = {(1, 10.0): ProcessCpu("supervisor", 1.5), (2, 11.0): ProcessCpu("frontend", 2.25),
+             (3, 11.0): ProcessCpu("frontend", 1.25), (4, 99.0): ProcessCpu("model", 0.5),  # pid 4 reused: a new process
+             (5, 13.0): ProcessCpu("scheduler", 0.25)}
+    d = cpu_delta_s(before, after)
+    assert d.seconds == {"frontend": 0.5, "scheduler": 0.25, "model": 0.5, "supervisor": 0.5, "other": 0.0, TOTAL: 1.75}
+    assert (d.processes, d.started, d.exited) == (5, 2, 2)
+    assert d.per_query_us(1000) == {k: v * 1e3 for k, v in d.seconds.items()}
+    assert d.per_query_us(0) is None
+
+
+def test_snapshot_reads_a_process_tree_by_role() -> None:
+    child = subprocess.Popen([sys.executable, "-c", 'import time; time.sleep(30)',
+                              '{"role":"scheduler","args_fd":3}'])
+    try:
+        for _ in range(200):  # until the child has exec'd (its command line is its own)
+            snap = snapshot(os.getpid())
+            if any(p.role == "scheduler" for p in snap.values()):
+                break
+        roles = sorted(p.role for p in snap.values())
+        assert "supervisor" in roles and "scheduler" in roles
+        assert all(p.cpu_s >= 0 for p in snap.values())
+    finally:
+        child.kill()
+        child.wait()

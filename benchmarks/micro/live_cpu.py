@@ -2,7 +2,8 @@
 
 Owns ``measure_live`` for ``python -m benchmarks scheduler-core``: the context in which the
 per-query metric costs are read (a share of what the scheduler and frontend processes really
-spend). A server that does not start is reported in the result, never raised.
+spend). A server that does not start is reported in the result, never raised. The process tree
+and its roles are read by ``benchmarks.harness.server_cpu``, as the serving suite's CPU per query.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import psutil
 
 from benchmarks.drivers.wrk import WrkError, ensure_wrk, run_wrk, write_bodies
 from benchmarks.harness.machine import default_client_cpus
+from benchmarks.harness.server_cpu import cpu_delta_s, snapshot
 from benchmarks.harness.servers import ServerStartError
 from benchmarks.systems import StartContext
 from benchmarks.systems.schooner import SchoonerSystem
@@ -45,28 +47,6 @@ class LiveResult:
     error: str | None = None
 
 
-def role_of(process: psutil.Process) -> str | None:
-    try:
-        cmdline = " ".join(process.cmdline())
-    except psutil.Error:
-        return None
-    for role in ("scheduler", "frontend", "model"):
-        if f'"role":"{role}"' in cmdline:
-            return role
-    return None
-
-
-def cpu_ns(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    out = {}
-    for role, procs in processes.items():
-        total = 0.0
-        for p in procs:
-            t = p.cpu_times()
-            total += t.user + t.system
-        out[role] = total * 1e9
-    return out
-
-
 def measure_live(duration_s: int, work_dir: Path) -> LiveResult:
     """Schooner serving W1 (cache off) under wrk; psutil's CPU time per request of each role."""
     result = LiveResult(LIVE_WORKLOAD, LIVE_CONCURRENCY, duration_s)
@@ -77,29 +57,27 @@ def measure_live(duration_s: int, work_dir: Path) -> LiveResult:
         write_bodies(bodies, (request_body(row) for row in make_inputs(200_000, LIVE_INPUT_SEED)))
         running = SchoonerSystem().start(WORKLOADS[LIVE_WORKLOAD], StartContext(work_dir, None, 100.0))
         url = running.url(WORKLOADS[LIVE_WORKLOAD])
-        children = psutil.Process(running.pid).children(recursive=True)
-        processes: dict[str, list[psutil.Process]] = {"scheduler": [], "frontend": [], "model": []}
-        for child in children:
-            role = role_of(child)
-            if role is not None:
-                processes[role].append(child)
-        if not processes["scheduler"] or not processes["frontend"]:
-            result.error = f"could not find the scheduler/frontend processes among {len(children)} children"
+        if running.pid is None:
+            result.error = "the server's pid is unknown"
+            return result
+        roles = {p.role for p in snapshot(running.pid).values()}
+        if "scheduler" not in roles or "frontend" not in roles:
+            result.error = f"could not find the scheduler/frontend processes among the server's (roles {sorted(roles)})"
             return result
         cpus = default_client_cpus()
         run_wrk(wrk, url, LIVE_CONCURRENCY, LIVE_WARMUP_S, bodies, cpus)
-        before = cpu_ns(processes)
+        before = snapshot(running.pid)
         wrk_result = run_wrk(wrk, url, LIVE_CONCURRENCY, duration_s, bodies, cpus)
-        after = cpu_ns(processes)
+        spent = cpu_delta_s(before, snapshot(running.pid)).seconds
         if wrk_result.error_count:
             result.error = f"wrk saw {wrk_result.error_count} errors"
         n = wrk_result.requests
         result.requests = n
         result.req_per_s = wrk_result.req_per_s
         if n:
-            result.scheduler_cpu_ns_per_request = (after["scheduler"] - before["scheduler"]) / n
-            result.frontend_cpu_ns_per_request = (after["frontend"] - before["frontend"]) / n
-            result.model_cpu_ns_per_request = (after["model"] - before["model"]) / n
+            result.scheduler_cpu_ns_per_request = 1e9 * spent["scheduler"] / n
+            result.frontend_cpu_ns_per_request = 1e9 * spent["frontend"] / n
+            result.model_cpu_ns_per_request = 1e9 * spent["model"] / n
     except (ServerStartError, WrkError, psutil.Error) as exc:
         result.error = str(exc)
     finally:

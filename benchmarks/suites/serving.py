@@ -7,6 +7,8 @@ highest concurrency, one wrk run per concurrency (1, 16, 64), stop. Every system
 request bodies; W1/W2 are served with Schooner's cache off. Report: req/s and p50/p99 as medians
 with min-max over the repeats, and Schooner / inline as the median of the paired ratios (repeat i
 over repeat i) with their min-max. ``--config FILE --app NAME`` runs the same plan on your app.
+From the same runs (``serving_costs``): Schooner's CPU per query by process role at every c, the
+p50 it adds to the inline server's at c=1, and its time per stage at c=1 (from /metrics).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from benchmarks.harness.machine import wait_until_idle
 from benchmarks.harness.progress import Progress
 from benchmarks.harness.results import ResultWriter, markdown_table
 from benchmarks.harness.stats import paired_ratio, ratio_text, spread
+from benchmarks.suites.serving_costs import cost_report, observing
 from benchmarks.systems import Batching, StartContext
 from benchmarks.systems.registry import SYSTEMS
 from benchmarks.workloads import DIGITS, WORKLOADS, Workload, workload_from_config
@@ -113,15 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(common.repeats):
             for system, workload in targets:
                 runs.append(drive(SYSTEMS[system], workload, ctx, concurrencies, duration_s, wrk, common.client_cpus,
-                                  bodies, progress, writer, repeat, common.max_wait_idle_s, common.idle_threshold_percent))
+                                  bodies, progress, writer, repeat, common.max_wait_idle_s, common.idle_threshold_percent,
+                                  observe=observing(workload)))
     table = report(runs, concurrencies)
     demo = [r for r in runs if r.system == "demo"]
     print("\n" + table)
     if demo:
         print("\ndemo (digits, inputs repeat): " + ", ".join(
             f"c={c} {s.text()} req/s" for c in concurrencies if (s := spread([r.rate(c) for r in demo]))))
+    costs_text, costs = cost_report(runs, concurrencies)
+    if costs_text:
+        print("\n" + costs_text)
     paths = writer.write({
         "model_limits": [asdict(p) for p in limits], "runs": [asdict(r) for r in runs], "table": table,
+        "schooner_costs": costs,
     }, publish=common.publish)
     print("\nresults: " + ", ".join(str(p) for p in paths))
     return 1 if any(r.error for r in runs) else 0
