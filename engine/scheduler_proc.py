@@ -27,6 +27,7 @@ from schooner.engine.config import ServerConfig, routes
 from schooner.engine.core.aimd import AimdConfig
 from schooner.engine.core.cache import digester
 from schooner.engine.core.counters_render import render_scheduler_metrics
+from schooner.engine.core.metrics import STAGE_HELP, STAGE_METRIC
 from schooner.engine.core.policies import make_policy
 from schooner.engine.core.scheduler import (
     AppRoute,
@@ -50,6 +51,7 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
 PUBLISH_INTERVAL_NS = 20_000_000  # metrics snapshots: at most 50 per second, at most 20 ms stale
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
+_STAMPS = frames.MODEL_STAMPS_NBYTES
 
 
 def default_json(text: str) -> bytes:
@@ -152,7 +154,8 @@ class _Outbox:
             [self.ids[:stop], self.status[:stop], self.default[:stop],
              frames.binary_column(self.output[:stop]),
              frames.binary_column([e.encode() for e in self.explanation[:stop]]),
-             frames.binary_column(self.extra[:stop])],
+             frames.binary_column(self.extra[:stop]),
+             np.full(stop, time.monotonic_ns(), np.int64)],
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -198,6 +201,12 @@ class SchedulerProc:
         self.dtypes: list = []
         self.digest_of: list = []
         self._tables(cfg)
+        # stage timing (README "Where the time goes"): sums of ns and counts of queries, for
+        # submit (frontend in -> here), queue (here -> model in), model, return (model out -> answer written)
+        self.stage_ns = [0, 0, 0, 0]
+        self.stage_n = [0, 0, 0, 0]
+        self.sent: dict[tuple[int, int], tuple[int, int]] = {}  # (model, replica) -> (queries, sum of arrivals)
+        self.returns: list[tuple[int, int]] = []  # this turn's answered batches: (queries, model out)
         self.readers: list[RingReader] = []  # every ring this process consumes
         self._readers_changed()
         self.feedback = [socket.socket(fileno=fd) for fd in args.feedback_fds]
@@ -308,7 +317,7 @@ class SchedulerProc:
         server's numbers are exact), never on the path of an answer."""
         self.published_ns = now_ns
         ready = self.core.readiness(now_ns)
-        self.board.publish(render_scheduler_metrics(self.core.counters).encode())
+        self.board.publish((render_scheduler_metrics(self.core.counters) + self._stage_text()).encode())
         wall_ms = time.time_ns() // 1_000_000
         stats = []
         for mi, m in enumerate(self.core.models):
@@ -319,6 +328,13 @@ class SchedulerProc:
             d["last_inference"] = wall_ms - (now_ns - last) // 1_000_000 if last else 0
             stats.append(d)
         self.stats_board.publish(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
+
+    def _stage_text(self) -> str:
+        lines = [f"# HELP {STAGE_METRIC} {STAGE_HELP}", f"# TYPE {STAGE_METRIC} summary"]
+        for k, name in enumerate(("submit", "queue", "model", "return")):
+            lines.append(f'{STAGE_METRIC}_sum{{stage="{name}"}} {self.stage_ns[k] / 1e9:.9f}')
+            lines.append(f'{STAGE_METRIC}_count{{stage="{name}"}} {self.stage_n[k]}')
+        return "\n".join(lines) + "\n"
 
     def _control(self) -> None:
         while True:
@@ -412,8 +428,10 @@ class SchedulerProc:
         for fi, reader in enumerate(self.submits):
             n = reader.pending()
             for i in range(n):
-                rows, (ids, apps, deadlines, prios, uids, (off, data)) = _SUBMIT.read(reader.read(i))
+                rows, (ids, apps, deadlines, prios, uids, starts, (off, data)) = _SUBMIT.read(reader.read(i))
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
+                self.stage_ns[0] += rows * now - int(starts.sum())
+                self.stage_n[0] += rows
                 bounds = (off - off[0]).tolist()
                 prios = prios.tolist()
                 uids = uids.tolist()
@@ -438,8 +456,18 @@ class SchedulerProc:
     def _drain_replica(self, mi: int, ri: int, reader: RingReader) -> None:
         n = reader.pending()
         for i in range(n):
-            scores, error = self.scores.read(reader.read(i))
+            view = reader.read(i)
+            t_in, t_out = frames.read_model_stamps(view)
+            scores, error = self.scores.read(view[_STAMPS:])
+            view = None
             now = time.monotonic_ns()
+            queries, arrivals = self.sent.pop((mi, ri), (0, 0))
+            if queries:
+                self.stage_ns[1] += queries * t_in - arrivals
+                self.stage_ns[2] += queries * (t_out - t_in)
+                self.stage_n[1] += queries
+                self.stage_n[2] += queries
+                self.returns.append((queries, t_out))
             if error is not None:
                 self.core.batch_done(mi, ri, None, error, now)
             else:
@@ -472,6 +500,7 @@ class SchedulerProc:
         dtype = self.dtypes[a.model]
         payloads = [q.payload for q in a.queries]
         n = len(payloads)
+        self.sent[a.model, a.replica] = (n, sum([q.arrival_ns for q in a.queries]))
         if dtype is not None:
             column = np.concatenate(payloads).view(dtype).reshape(n, cfg.input_width)
         else:
@@ -504,6 +533,12 @@ class SchedulerProc:
                         n //= 2
                 box.drop(n)
         flush_all(self.responses)  # a full ring: the frontend posts our bell when it frees a slot
+        if self.returns:
+            now = time.monotonic_ns()
+            for queries, t_out in self.returns:
+                self.stage_ns[3] += queries * (now - t_out)
+                self.stage_n[3] += queries
+            self.returns.clear()
 
 
 def _earliest(a: int | None, b: int) -> int:

@@ -35,7 +35,7 @@ import orjson
 import uvloop
 
 from schooner.engine.config import ServerConfig, app_route, model_route
-from schooner.engine.core.metrics import MetricSet, merge_texts
+from schooner.engine.core.metrics import STAGE_HELP, STAGE_METRIC, MetricSet, merge_texts
 from schooner.engine.spawn import FrontendArgs, setup_logging
 from schooner.frontend.codec import (
     InputCodec,
@@ -111,6 +111,7 @@ class FrontendProc:
         self.t_deadlines: list[int] = []
         self.t_priorities: list[int] = []
         self.t_uids: list[int] = []
+        self.t_starts: list[int] = []
         self.t_chunks: list[bytes] = []  # input bytes; a chunk may hold several queries' rows
         self.t_lens: list[int] = []  # one input length per query
         self.t_nbytes = 0
@@ -137,6 +138,8 @@ class FrontendProc:
         self.refused_logged = 0.0
         self.refused_since_log = 0
         self.metrics = MetricSet()
+        self.deliver_ns = 0  # stage timing: scheduler out -> answers handed to the transport
+        self.deliver_n = 0
         fe = str(args.index)
         self.m_duration = self.metrics.histogram(
             "schooner_http_request_duration_seconds", "Predict requests, from parsed to answered", frontend=fe)
@@ -177,7 +180,7 @@ class FrontendProc:
     def publish_metrics(self) -> None:
         if self.metrics_changed:
             self.metrics_changed = False
-            self.own_board.publish(self.metrics.render().encode())
+            self.own_board.publish(self.own_metrics().encode())
         self.loop.call_later(PUBLISH_INTERVAL_S, self.publish_metrics)
 
     def sweep_connections(self) -> None:
@@ -205,10 +208,18 @@ class FrontendProc:
         conn.transport.write(http_response(503, body, False))
         conn.transport.close()
 
+    def own_metrics(self) -> str:
+        fe = self.index
+        return self.metrics.render() + (
+            f"# HELP {STAGE_METRIC} {STAGE_HELP}\n# TYPE {STAGE_METRIC} summary\n"
+            f'{STAGE_METRIC}_sum{{stage="deliver",frontend="{fe}"}} {self.deliver_ns / 1e9:.9f}\n'
+            f'{STAGE_METRIC}_count{{stage="deliver",frontend="{fe}"}} {self.deliver_n}\n'
+        )
+
     def metrics_text(self) -> bytes:
         texts = []
         for board in self.boards:
-            texts.append(self.metrics.render() if board is self.own_board else board.read().decode(errors="replace"))
+            texts.append(self.own_metrics() if board is self.own_board else board.read().decode(errors="replace"))
         if any(m.gpus for m in self.cfg.models):
             texts.append(_gpu_metrics())
         return merge_texts(texts).encode()
@@ -341,6 +352,7 @@ class FrontendProc:
         self.t_deadlines.extend([deadline_ns] * len(lens))
         self.t_priorities.extend([priority] * len(lens))
         self.t_uids.extend([uid] * len(lens))
+        self.t_starts.extend([pending.start_ns] * len(lens))
         self.t_chunks.extend(chunks)
         self.t_lens.extend(lens)
         self.t_nbytes += nbytes
@@ -354,9 +366,10 @@ class FrontendProc:
         offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
         self.backlog.append(
             (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids,
-                               (offsets, self.t_chunks)])  # the chunks are copied into the slot once
+                               self.t_starts, (offsets, self.t_chunks)])  # the chunks are copied into the slot once
         )
         self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
+        self.t_starts = []
         self.t_chunks, self.t_lens = [], []
         self.t_nbytes = 0
 
@@ -382,7 +395,7 @@ class FrontendProc:
         n = reader.pending()
         inflight = self.inflight
         for i in range(n):
-            rows, (ids, status, defaults, (off, data), (eoff, edata), (xoff, xdata)) = _RESPONSE.read(reader.read(i))
+            rows, (ids, status, defaults, (off, data), (eoff, edata), (xoff, xdata), sent) = _RESPONSE.read(reader.read(i))
             outputs = frames.binary_items(off, data)
             has_expl = eoff[-1] != eoff[0]
             expl = frames.binary_items(eoff, edata) if has_expl else None
@@ -405,6 +418,9 @@ class FrontendProc:
                 p.remaining -= 1
                 if p.remaining == 0:
                     self._complete(p)
+            if rows:
+                self.deliver_ns += rows * (time.monotonic_ns() - int(sent[0]))
+                self.deliver_n += rows
         if n:
             reader.release(n)  # posts the scheduler if it may be waiting for a free slot
         if self.backlog:

@@ -8,7 +8,8 @@ and reads it with `schooner.ipc.arrow_lite` (struct + numpy, no per-message pyar
 * response ring (scheduler -> frontend): one message of `RESPONSE_SCHEMA`, one row per query.
 * model input ring (scheduler -> model): one message of `model_input_schema(...)`: a single
   tensor column (fixed-size list) for numeric inputs, binary/utf8 for bytes/strings.
-* model output ring (model -> scheduler): an Arrow IPC *stream* -- a schema message, then one
+* model output ring (model -> scheduler): `MODEL_STAMPS_NBYTES` of timestamps (when the model
+  took the batch, when its scores were ready), then an Arrow IPC *stream* -- a schema message, then one
   record batch with a `scores` column -- because only the model knows its output's dtype and
   width. Schema messages are built once per (dtype, width) and cached at both ends. A failed
   batch is a stream whose schema metadata carries ``error`` and which has no rows. Models that
@@ -33,6 +34,7 @@ SUBMIT_SCHEMA = pa.schema(
         ("deadline_ns", pa.int64()),
         ("priority", pa.uint8()),  # 0: the default level; 1 is served first
         ("uid", pa.int64()),  # the user, for per-user selection state; -1: none
+        ("start_ns", pa.int64()),  # CLOCK_MONOTONIC when the frontend parsed the request (stage timing)
         ("input", pa.binary()),
     ]
 )
@@ -47,8 +49,22 @@ RESPONSE_SCHEMA = pa.schema(
         ("output", pa.binary()),
         ("explanation", pa.string()),
         ("extra", pa.binary()),  # more JSON members, e.g. confidence of an ensemble; b"" if none
+        ("sent_ns", pa.int64()),  # CLOCK_MONOTONIC when the scheduler wrote this message (stage timing)
     ]
 )
+
+# Model output slots start with this many bytes: the model's (batch in, scores out) CLOCK_MONOTONIC
+# stamps as two little-endian u64, then padding so the Arrow stream stays 64-byte aligned.
+MODEL_STAMPS_NBYTES = 64
+
+
+def write_model_stamps(slot: memoryview, t_in_ns: int, t_out_ns: int) -> None:
+    slot[:8] = t_in_ns.to_bytes(8, "little")
+    slot[8:16] = t_out_ns.to_bytes(8, "little")
+
+
+def read_model_stamps(view: memoryview) -> tuple[int, int]:
+    return int.from_bytes(view[:8], "little"), int.from_bytes(view[8:16], "little")
 
 NUMPY_DTYPES = {
     "doubles": np.dtype("<f8"),

@@ -36,6 +36,7 @@ from schooner.model_procs.runner import ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
 FAILURE_LOG_INTERVAL_S = 10.0
+STAMPS = frames.MODEL_STAMPS_NBYTES
 
 
 class ModelProc:
@@ -117,6 +118,7 @@ class ModelProc:
 
     def _one_batch(self) -> bool:
         reader = self.inputs
+        t_in = time.monotonic_ns()
         view = reader.read(0)
         n, (col,) = self.input_codec.read(view)
         try:
@@ -132,11 +134,13 @@ class ModelProc:
             scores, error = None, f"{type(e).__name__}: {e}"
             self._log_failure(n)
         x = col = view = None  # the slot is ours until released; nothing may outlive that
+        t_out = time.monotonic_ns()
         reader.release(1)
-        return self._write(scores, error)
+        return self._write(scores, error, t_in, t_out)
 
     def _one_batch_on_device(self) -> bool:
         ingest = self.ingest
+        t_in = time.monotonic_ns()
         ingest.stage(self.inputs)  # this batch and the next: the next copy overlaps this compute
         staged, x = ingest.take()
         on_device = False
@@ -152,22 +156,26 @@ class ModelProc:
         x = y = None
         ingest.release_copied(self.inputs, upto=staged)
         generation = self.generation
-        ok = self._write(scores, error, on_device)
+        ok = self._write(scores, error, t_in, time.monotonic_ns(), on_device)
         if self.generation == generation:
             ingest.finish(staged)
         return ok
 
-    def _write(self, scores, error: str | None, on_device: bool = False) -> bool:
+    def _write(self, scores, error: str | None, t_in: int, t_out: int, on_device: bool = False) -> bool:
         writer = self.outputs
         if on_device and error is None:
-            def encode(slot):
+            def body(slot):
                 return self.ingest.write_output(slot, scores)
         elif error is None:
-            def encode(slot):
+            def body(slot):
                 return self.scores.write(slot, scores)
         else:
-            def encode(slot):
+            def body(slot):
                 return self.scores.write_error(slot, error)
+
+        def encode(slot):
+            frames.write_model_stamps(slot, t_in, t_out)
+            return STAMPS + body(slot[STAMPS:])
         generation = self.generation
         try:
             while not writer.try_write(encode):  # full: the scheduler posts our bell when it frees a slot
@@ -179,7 +187,8 @@ class ModelProc:
                 self.bell.clear()
         except OverflowError as e:
             message = f"{e}; raise output_slot_nbytes for model {self.cfg.name}"
-            writer.try_write(lambda slot: self.scores.write_error(slot, message))
+            writer.try_write(lambda slot: (frames.write_model_stamps(slot, t_in, t_out),
+                                           STAMPS + self.scores.write_error(slot[STAMPS:], message))[1])
         writer.flush()
         return True
 

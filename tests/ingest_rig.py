@@ -24,7 +24,7 @@ class WorkerRig:
         from schooner.ipc import protocol
         from schooner.ipc.arrow_lite import FrameCodec
         from schooner.ipc.channel import Doorbell
-        from schooner.ipc.frames import ScoresCodec, model_input_schema
+        from schooner.ipc.frames import MODEL_STAMPS_NBYTES, ScoresCodec, model_input_schema
         from schooner.ipc.shm import new_instance_id
         from schooner.model_procs.runner import ModelRunner
         from schooner.model_procs.worker import ModelProc
@@ -38,6 +38,7 @@ class WorkerRig:
         cfg = ServerConfig(models=(model,), apps=())
         self.codec = FrameCodec(model_input_schema("floats", SHAPE))
         self.scores = ScoresCodec()
+        self.stamps = MODEL_STAMPS_NBYTES  # the model's timestamps before the scores stream
         self.bell, self.sched_bell = Doorbell.create(), Doorbell.create()
         self.ctrl, child = protocol.control_pair()
         rin, rout = self._rings(max_batch_size)
@@ -80,7 +81,7 @@ class WorkerRig:
     def take(self):
         """(scores, error) of the oldest output, released."""
         view = self.consumer.peek(0)
-        scores, error = self.scores.read(view)
+        scores, error = self.scores.read(view[self.stamps:])
         scores = None if scores is None else np.array(scores)
         del view
         self.consumer.release(1)

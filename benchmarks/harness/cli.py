@@ -8,6 +8,7 @@ once at start. Children never read these from the environment: a suite passes wh
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 
 from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT, default_client_cpus
@@ -21,6 +22,7 @@ class CommonConfig:
     repeats: int
     client_cpus: str | None  # taskset list for the load generator
     server_cpus: str | None  # taskset list for every server under test; None: unpinned
+    schooner_server: tuple[str, ...]  # extra `[server]` lines (TOML "key = value") for Schooner
     max_wait_idle_s: float
     idle_threshold_percent: float
     publish: bool
@@ -32,6 +34,9 @@ def add_common_flags(parser: argparse.ArgumentParser, repeats: int = MIN_REPEATS
     g.add_argument("--repeats", type=int, default=repeats, help=f"runs of every point (default {repeats}); figures are medians with min-max")
     g.add_argument("--client-cpus", default="auto", help="taskset CPU list of the load generator (default: the first CPU; 'none': unpinned)")
     g.add_argument("--server-cpus", default=None, help="taskset CPU list of every server under test (default: unpinned)")
+    g.add_argument("--schooner-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a [server] setting for Schooner's generated config, VALUE in TOML (e.g. spin_us=50, "
+                        "scheduler_cpus=[1]); repeatable")
     g.add_argument("--max-wait-idle", type=float, default=60.0, metavar="S", help="before each point, wait up to S s for other processes to go idle (default 60), then go on and flag it")
     g.add_argument("--idle-threshold", type=float, default=DEFAULT_THRESHOLD_PERCENT, metavar="PCT", help=f"other processes' CPU (%% of one CPU) that counts as busy (default {DEFAULT_THRESHOLD_PERCENT:g})")
     g.add_argument("--publish", action="store_true", help="also write benchmarks/published/<suite>.json (the README's figures)")
@@ -40,6 +45,9 @@ def add_common_flags(parser: argparse.ArgumentParser, repeats: int = MIN_REPEATS
 def common_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> CommonConfig:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    for item in args.schooner_set:
+        if not re.fullmatch(r"[a-z_]+=\S.*", item):
+            parser.error(f"--schooner-set takes KEY=VALUE (a [server] key and a TOML value), got {item!r}")
     client = args.client_cpus
     client = default_client_cpus() if client == "auto" else (None if client == "none" else client)
     return CommonConfig(
@@ -47,6 +55,7 @@ def common_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         repeats=args.repeats,
         client_cpus=client,
         server_cpus=args.server_cpus,
+        schooner_server=tuple(" = ".join(i.split("=", 1)) for i in args.schooner_set),
         max_wait_idle_s=args.max_wait_idle,
         idle_threshold_percent=args.idle_threshold,
         publish=args.publish,

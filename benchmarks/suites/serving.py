@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="schooner-bench-") as tmp:
         work = Path(tmp)
         bodies = BodiesFiles(work, BODIES_PER_FILE)
-        ctx = StartContext(work, common.server_cpus, SLO_MS, Batching())
+        ctx = StartContext(work, common.server_cpus, SLO_MS, Batching(), schooner_server=common.schooner_server)
         for repeat in range(common.repeats):
             for system, workload in targets:
                 runs.append(drive(SYSTEMS[system], workload, ctx, concurrencies, duration_s, wrk, common.client_cpus,

@@ -41,6 +41,7 @@ class StartContext:
     batching: Batching = Batching()
     metrics: bool = True  # Schooner: keep /metrics readable (always on; stated for the record)
     allow_client_shm: bool = False  # Schooner: --allow-client-shm (perf_analyzer --shared-memory)
+    schooner_server: tuple[str, ...] = ()  # Schooner: extra [server] lines ("key = value") in its config
 
 
 @dataclass(slots=True)

@@ -151,6 +151,8 @@ def start_schooner(
     """``schooner serve`` with ``toml`` (written to the work dir) or an existing ``config_path``."""
     port = free_port()
     if toml is not None:
+        if ctx.schooner_server:
+            toml = "[server]\n" + "\n".join(ctx.schooner_server) + "\n\n" + toml
         path = ctx.work_dir / f"{label.replace(' ', '-')}.toml"
         path.write_text(toml)
         config_path = str(path)
@@ -166,6 +168,7 @@ def start_schooner(
     server.__enter__()  # ready, or ServerStartError with the log tail (and stopped)
     settings = read_settings(port, settings_app) if settings_app else {}
     settings["server_cpus"] = ctx.server_cpus
+    settings["server_settings"] = list(ctx.schooner_server)
     return RunningSystem(
         "schooner", f"http://{LOOPBACK}:{port}", server.stop, settings, metrics_port=port,
         log_path=log, config_text=toml if toml is not None else None, pid=server.pid,

@@ -127,6 +127,11 @@ class MetricSet:
         return "\n".join(out) + "\n"
 
 
+STAGE_METRIC = "schooner_stage_seconds"  # a summary (sum, count) per stage, written by the scheduler and the frontends
+STAGE_HELP = ("Time queries spend in each stage: submit (frontend in -> scheduler in), queue (-> model in), "
+              "model (-> model out), return (-> answer written), deliver (-> answer handed to the socket)")
+
+
 def merge_texts(texts: list[str]) -> str:
     """Merge Prometheus texts from several processes: each family's HELP/TYPE once, then the
     samples of every source. Sources must use distinct label values for the same series (the
