@@ -532,13 +532,13 @@ class SchedulerProc:
                             continue
                         n //= 2
                 box.drop(n)
-        flush_all(self.responses)  # a full ring: the frontend posts our bell when it frees a slot
-        if self.returns:
+        if self.returns:  # stamped before the post: a frontend woken on this core may run first
             now = time.monotonic_ns()
             for queries, t_out in self.returns:
                 self.stage_ns[3] += queries * (now - t_out)
                 self.stage_n[3] += queries
             self.returns.clear()
+        flush_all(self.responses)  # a full ring: the frontend posts our bell when it frees a slot
 
 
 def _earliest(a: int | None, b: int) -> int:
