@@ -127,7 +127,11 @@ class PriorityDeadlineQueue:
         self._order: list[int] = []
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._levels.values())
+        levels = self._levels
+        if len(levels) == 1:  # the common case: every query at the default level
+            for q in levels.values():
+                return len(q)
+        return sum(len(q) for q in levels.values())
 
     def push(self, item: Any, deadline_ns: int, level: int = DEFAULT_PRIORITY) -> None:
         q = self._levels.get(level)
@@ -147,5 +151,9 @@ class PriorityDeadlineQueue:
         return batch
 
     def earliest_deadline(self, is_live: Callable[[Any], bool] | None = None) -> int | None:
-        found = [d for q in self._levels.values() if (d := q.earliest_deadline(is_live)) is not None]
+        levels = self._levels
+        if len(levels) == 1:
+            for q in levels.values():
+                return q.earliest_deadline(is_live)
+        found = [d for q in levels.values() if (d := q.earliest_deadline(is_live)) is not None]
         return min(found) if found else None

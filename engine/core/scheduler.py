@@ -565,19 +565,28 @@ class SchedulerCore:
         """Whether a query joining `m`'s queue now cannot be answered before `deadline_ns`:
         the batches queued ahead of it, at the replicas' current limits and latencies, end
         later. Unknown latency (no batch measured yet) or no live replica: not hopeless."""
-        live = [r for r in m.replicas if r.state is not ReplicaState.DOWN and not r.retiring]
-        if not live:
-            return False
-        expected = max(r.expected_ns for r in live)
-        if not expected:
+        expected = capacity = 0
+        live = idle = busy = 0
+        for r in m.replicas:  # one pass: this runs for every query
+            state = r.state
+            if state is ReplicaState.DOWN or r.retiring:
+                continue
+            live += 1
+            if r.expected_ns > expected:
+                expected = r.expected_ns
+            capacity += r.aimd.limit
+            if state is ReplicaState.IDLE:
+                idle += 1
+            elif state is ReplicaState.BUSY:
+                busy += 1
+        if not live or not expected:
             return False
         m.queue.earliest_deadline(_live)  # drop answered entries on top: they hold no place in line
         queued = len(m.queue)
-        if not queued and any(r.state is ReplicaState.IDLE for r in live):
+        if not queued and idle:
             return False  # it would be sent at once; this also keeps the latency estimate fresh
-        capacity = sum(r.aimd.limit for r in live)
         waves = queued // capacity + 1
-        if all(r.state is ReplicaState.BUSY for r in live):
+        if busy == live:
             waves += 1
         return now_ns + waves * expected > deadline_ns
 
