@@ -16,6 +16,13 @@ import orjson
 from benchmarks.harness import PUBLISHED_DIR, REPO_ROOT
 from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT
 
+_COSTS = (  # the serving suite's Schooner cost tables, in print order, with their captions
+    ("cpu", "Schooner CPU per query, µs, by process (user + system of each process around each wrk run, / requests):"),
+    ("cpu_goal", ""),
+    ("added_p50", "Added p50 at c = 1 (Schooner − inline, paired over repeats):"),
+    ("stages", "Time per stage at c = 1, mean µs (`schooner_stage_seconds`: Δ sum / Δ count over the run):"),
+)
+
 
 def _points(doc: dict) -> list[dict]:
     """Every point record of a document that has them (closed-loop points, open-loop probes)."""
@@ -52,6 +59,10 @@ def block(path: Path) -> str:
         if name:
             parts.append(f"batch wait {name} ms, max batch 64:")
         parts.append(table)
+    costs = (doc.get("schooner_costs") or {}).get("tables") or {}
+    for key, caption in _COSTS:
+        if costs.get(key):
+            parts.append(f"{caption}\n\n{costs[key]}" if caption else costs[key])
     if "report" in doc and not tables:
         parts.append("```\n" + doc["report"] + "\n```")
     return "\n\n".join(parts)
