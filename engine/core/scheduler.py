@@ -145,7 +145,7 @@ class RetiredReplica:
     replica: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per query, and a frozen __init__ costs twice as much
 class Respond:
     query: Query
     status: int  # HTTP status: 200, or 500 for a model failure
