@@ -1,8 +1,8 @@
-"""Spawn arguments of each child role, and the child entry point.
+"""Spawn arguments of each child role on their way in, and the child entry point.
 
 The supervisor starts every child as ``python -m schooner.engine.spawn '<summary json>'`` with
 the file descriptors it needs passed by number (`subprocess.Popen(pass_fds=...)`). The full
-arguments -- one of the `*Args` dataclasses below, holding the whole `ServerConfig` -- are
+arguments -- one of the `*Args` dataclasses of `schooner.ipc.wire`, holding the whole `ServerConfig` -- are
 read from a memfd named in the summary (`args_fd`): a command line is limited to 128 KiB, a
 config with hundreds of model versions is not. The summary names the role (and the frontend
 index or model/replica) so `ps` and the tools can tell the processes apart. Children never
@@ -15,57 +15,11 @@ import dataclasses
 import logging
 import os
 import sys
-from dataclasses import dataclass
 
 import orjson
 
 from schooner.engine.config import ServerConfig
-
-
-@dataclass(frozen=True, slots=True)
-class FrontendArgs:
-    index: int
-    config: ServerConfig
-    control_fd: int
-    bell_fd: int  # this frontend's doorbell
-    scheduler_bell_fd: int
-    submit_ring: str
-    response_ring: str
-    listen_fd: int  # the SO_REUSEPORT socket bound by the supervisor
-    metrics_boards: tuple[str, ...]  # every process's published metrics: scheduler, then frontends
-    stats_board: str  # the scheduler's per-model statistics (JSON)
-    client_shm_board: str  # registered client shared memory regions (JSON), shared by frontends
-    feedback_fd: int  # SOCK_SEQPACKET to the scheduler: Feedback out, FeedbackDone back
-    incarnation: int = 0  # times this frontend index was respawned
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerArgs:
-    config: ServerConfig
-    control_fd: int
-    bell_fd: int
-    frontend_bell_fds: tuple[int, ...]
-    submit_rings: tuple[str, ...]
-    response_rings: tuple[str, ...]
-    metrics_board: str
-    stats_board: str
-    feedback_fds: tuple[int, ...]  # one per frontend
-
-
-@dataclass(frozen=True, slots=True)
-class ModelArgs:
-    config: ServerConfig
-    model: int
-    replica: int
-    incarnation: int
-    control_fd: int
-    bell_fd: int
-    scheduler_bell_fd: int
-    input_ring: str
-    output_ring: str
-
-
-ROLES = {"frontend": FrontendArgs, "scheduler": SchedulerArgs, "model": ModelArgs}
+from schooner.ipc.wire import ROLES, FrontendArgs, ModelArgs, SchedulerArgs  # noqa: F401 (re-exported)
 
 
 def encode_args(args) -> str:

@@ -1,4 +1,4 @@
-"""What travels in each ring: the Arrow schemas, and their codecs.
+"""What travels in each ring: the codecs of the Arrow schemas (defined in `schooner.ipc.wire`).
 
 Every slot holds standard Arrow IPC (any Arrow reader can decode a slot); the hot path writes
 and reads it with `schooner.ipc.arrow_lite` (struct + numpy, no per-message pyarrow calls).
@@ -26,36 +26,13 @@ import orjson
 import pyarrow as pa
 
 from schooner.ipc.arrow_lite import FrameCodec, FrameError
-
-SUBMIT_SCHEMA = pa.schema(
-    [
-        ("query_id", pa.uint64()),
-        ("app", pa.uint16()),
-        ("deadline_ns", pa.int64()),
-        ("priority", pa.uint8()),  # 0: the default level; 1 is served first
-        ("uid", pa.int64()),  # the user, for per-user selection state; -1: none
-        ("start_ns", pa.int64()),  # CLOCK_MONOTONIC when the frontend parsed the request (stage timing)
-        ("input", pa.binary()),
-    ]
+from schooner.ipc.wire import (  # noqa: F401 (re-exported: the schemas are defined with every wire type)
+    MODEL_STAMPS_NBYTES,
+    NUMPY_DTYPES,
+    RESPONSE_SCHEMA,
+    SUBMIT_SCHEMA,
+    model_input_schema,
 )
-
-# `output`: JSON text of the answer's "output" when status is 200, else the error cause (utf-8).
-# `explanation`: why a default was answered; "" otherwise.
-RESPONSE_SCHEMA = pa.schema(
-    [
-        ("query_id", pa.uint64()),
-        ("status", pa.uint16()),
-        ("default", pa.bool_()),
-        ("output", pa.binary()),
-        ("explanation", pa.string()),
-        ("extra", pa.binary()),  # more JSON members, e.g. confidence of an ensemble; b"" if none
-        ("sent_ns", pa.int64()),  # CLOCK_MONOTONIC when the scheduler wrote this message (stage timing)
-    ]
-)
-
-# Model output slots start with this many bytes: the model's (batch in, scores out) CLOCK_MONOTONIC
-# stamps as two little-endian u64, then padding so the Arrow stream stays 64-byte aligned.
-MODEL_STAMPS_NBYTES = 64
 
 
 def write_model_stamps(slot: memoryview, t_in_ns: int, t_out_ns: int) -> None:
@@ -65,26 +42,6 @@ def write_model_stamps(slot: memoryview, t_in_ns: int, t_out_ns: int) -> None:
 
 def read_model_stamps(view: memoryview) -> tuple[int, int]:
     return int.from_bytes(view[:8], "little"), int.from_bytes(view[8:16], "little")
-
-NUMPY_DTYPES = {
-    "doubles": np.dtype("<f8"),
-    "floats": np.dtype("<f4"),
-    "ints": np.dtype("<i4"),
-    "bytes": None,
-    "strings": None,
-}
-
-
-def model_input_schema(input_type: str, input_shape: tuple[int, ...]) -> pa.Schema:
-    """Schema of a model's input ring: one tensor column, one row per query."""
-    dtype = NUMPY_DTYPES[input_type]
-    if dtype is None:
-        col = pa.binary() if input_type == "bytes" else pa.string()
-    else:
-        width = int(np.prod(input_shape)) if input_shape else 1
-        col = pa.list_(pa.from_numpy_dtype(dtype), width)
-    return pa.schema([("input", col)])
-
 
 def binary_column(chunks: list[bytes]) -> tuple[np.ndarray, bytes]:
     """(int32 offsets, data) of a binary column: one join, no per-element Arrow calls."""
