@@ -1,19 +1,25 @@
 """The flags every suite takes, and the frozen run settings built from them.
 
 Owns ``add_common_flags`` (``--quick``, ``--repeats``, ``--client-cpus``, ``--server-cpus``,
-``--max-wait-idle``, ``--idle-threshold``, ``--publish``) and ``CommonConfig``, handed to a suite
-once at start. Children never read these from the environment: a suite passes what they need.
+``--schooner-set``, ``--max-wait-idle``, ``--idle-threshold``, ``--publish``) and ``CommonConfig``,
+handed to a suite once at start, and ``variant_arg``: the parser of one ``--variant
+NAME:KEY=VALUE[;KEY=VALUE...]`` (a suite that compares Schooner configurations adds that flag).
+Children never read these from the environment: a suite passes what they need.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import tomllib
 from dataclasses import dataclass
 
 from benchmarks.harness.machine import DEFAULT_THRESHOLD_PERCENT, default_client_cpus
 
 MIN_REPEATS = 3
+VARIANT_FORM = "NAME:KEY=VALUE[;KEY=VALUE...]"
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+SERVER_KEY = re.compile(r"[a-z_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +84,43 @@ def csv_names(text: str, known, parser: argparse.ArgumentParser, flag: str) -> t
     if unknown or not names:
         parser.error(f"{flag} takes a subset of {','.join(known)} (unknown: {','.join(unknown)})")
     return names
+
+
+def variant_arg(text: str) -> tuple[str, tuple[str, ...]]:
+    """argparse ``type`` of ``--variant``: ``NAME:KEY=VALUE[;KEY=VALUE...]`` → (NAME, ("KEY = VALUE", ...)).
+
+    NAME: lowercase letters, digits, ``-`` or ``_`` (at most 32); KEY: a ``[server]`` key; VALUE: one
+    TOML value (``300``, ``[1, 2]``, ``"x"``). A ``;`` only separates settings when a ``KEY=`` follows
+    it, so a TOML string may hold one. Each key at most once.
+    """
+    def bad(reason: str) -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(
+            f"takes {VARIANT_FORM} (e.g. 'spin300:spin_us=300' or 'onecore:frontend_cpus=[1];scheduler_cpus=[1]'; "
+            f"VALUE in TOML), got {text!r}: {reason}")
+
+    name, sep, rest = text.partition(":")
+    if not sep:
+        raise bad("no ':' after NAME")
+    if not VARIANT_NAME.fullmatch(name):
+        raise bad(f"NAME {name!r} is not 1-32 of a-z, 0-9, '-', '_' (starting with a letter or digit)")
+    if not rest.strip():
+        raise bad("no KEY=VALUE after ':'")
+    lines: dict[str, str] = {}
+    for item in re.split(r";(?=\s*[a-z_]+\s*=)", rest):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or not SERVER_KEY.fullmatch(key):
+            raise bad(f"{item.strip()!r} is not KEY=VALUE with KEY of a-z and '_'")
+        if key in lines:
+            raise bad(f"{key} set twice")
+        if not value:
+            raise bad(f"{key}: no value")
+        if "\n" in value or "\r" in value:
+            raise bad(f"{key}: a line break in the value")
+        try:
+            parsed = tomllib.loads(f"value = {value}")
+        except tomllib.TOMLDecodeError as exc:
+            raise bad(f"{key}: {value!r} is not a TOML value ({exc})") from None
+        if list(parsed) != ["value"]:
+            raise bad(f"{key}: {value!r} is not one TOML value")
+        lines[key] = f"{key} = {value}"
+    return name, tuple(lines.values())

@@ -12,6 +12,11 @@ wrk run; at c=1 also ``GET /metrics``, settled, before and after) and the pure s
   (repeat i − repeat i) with their min-max.
 * Time per stage at c=1 from the engine's ``schooner_stage_seconds`` summary (Δ sum / Δ count);
   "-" (null in the JSON) for a stage the server does not expose.
+
+Every summary covers each Schooner configuration of the run (``schooner`` and the suite's
+``--variant`` systems ``schooner-NAME``, see ``schooner_configs``) and the demo where it applies.
+A run with variants labels every row by its system ("w1 (schooner-spin300)"); without, rows and
+headers are as they always were (Schooner's rows are the bare workload).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from benchmarks.systems import RunningSystem
 from benchmarks.workloads import Workload
 
 STAGE_CONCURRENCY = 1
+SCHOONER = "schooner"
 GOAL_WORKLOAD, GOAL_CONCURRENCY, GOAL_CPU_US = "w1", 64, 20.0  # the issue's goal: total CPU per query
 CPU_SPEC = ",.1f"
 
@@ -130,8 +136,23 @@ def _targets(runs: Iterable[TargetRun], key: str, concurrencies: Iterable[int]) 
     return list(dict.fromkeys((r.system, r.workload) for r in runs if any(observed(r, c, key) is not None for c in cs)))
 
 
-def _label(system: str, workload: str) -> str:
-    return workload if system == "schooner" else f"{workload} ({system})"
+def is_schooner_config(system: str) -> bool:
+    """``schooner`` or one of its variants ``schooner-NAME`` (not the demo: another app)."""
+    return system == SCHOONER or system.startswith(SCHOONER + "-")
+
+
+def schooner_configs(runs: Iterable[TargetRun]) -> list[str]:
+    """The Schooner configurations the runs hold, in run order."""
+    return list(dict.fromkeys(r.system for r in runs if is_schooner_config(r.system)))
+
+
+def labelled(systems: Iterable[str]) -> bool:
+    """Whether rows name their system: when some Schooner configuration is not plain ``schooner``."""
+    return any(is_schooner_config(s) and s != SCHOONER for s in systems)
+
+
+def _label(system: str, workload: str, named: bool = False) -> str:
+    return workload if system == SCHOONER and not named else f"{workload} ({system})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +166,7 @@ class CpuRow:
 
 @dataclass(frozen=True, slots=True)
 class AddedP50:
+    system: str  # a Schooner configuration
     workload: str
     concurrency: int
     inline_p50_us: Spread | None
@@ -175,47 +197,51 @@ def cpu_summary(runs: list[TargetRun], concurrencies: tuple[int, ...]) -> list[C
     return rows
 
 
-def cpu_goal(rows: list[CpuRow]) -> dict[str, object]:
-    """The issue's goal: the median total CPU per query of Schooner at W1 c=64 within 20 µs."""
-    row = next((r for r in rows if (r.system, r.workload, r.concurrency) == ("schooner", GOAL_WORKLOAD, GOAL_CONCURRENCY)), None)
+def cpu_goal(rows: list[CpuRow], system: str = SCHOONER) -> dict[str, object]:
+    """The issue's goal: the median total CPU per query of ``system`` at W1 c=64 within 20 µs."""
+    row = next((r for r in rows if (r.system, r.workload, r.concurrency) == (system, GOAL_WORKLOAD, GOAL_CONCURRENCY)), None)
     measured = row.cpu_us_per_query[TOTAL] if row else None
     return {"workload": GOAL_WORKLOAD, "concurrency": GOAL_CONCURRENCY, "goal_us": GOAL_CPU_US,
             "total_us": measured, "met": None if measured is None else measured.median <= GOAL_CPU_US}
 
 
-def goal_line(goal: dict[str, object]) -> str:
-    what = f"total CPU per query at {GOAL_WORKLOAD.upper()} c={GOAL_CONCURRENCY} (goal <= {GOAL_CPU_US:g} µs)"
+def goal_line(goal: dict[str, object], system: str | None = None) -> str:
+    """The goal's line; prefixed by ``system`` when given (a run with variants)."""
+    what = f"{system + ': ' if system else ''}total CPU per query at {GOAL_WORKLOAD.upper()} c={GOAL_CONCURRENCY} (goal <= {GOAL_CPU_US:g} µs)"
     measured = goal["total_us"]
     if not isinstance(measured, Spread):
         return f"{what}: not measured in this run"
     return f"{what}: {measured.text(CPU_SPEC)} µs, {'met' if goal['met'] else 'NOT met'} (median)"
 
 
-def cpu_table(rows: list[CpuRow]) -> str:
+def cpu_table(rows: list[CpuRow], named: bool = False) -> str:
     """µs per query; the "other" column only when some process outside the known roles spent CPU."""
     roles = [g for g in ROLE_GROUPS if g != "other" or any(
         (s := r.cpu_us_per_query.get("other")) is not None and s.hi > 0 for r in rows)]
     head = ["workload", "c", "req/s", *roles, "total"]
-    body = [[_label(r.system, r.workload), r.concurrency, _text(r.req_per_s, ",.0f"),
+    body = [[_label(r.system, r.workload, named), r.concurrency, _text(r.req_per_s, ",.0f"),
              *(_text(r.cpu_us_per_query.get(k)) for k in (*roles, TOTAL))] for r in rows]
     return markdown_table(head, body)
 
 
 def added_p50(runs: list[TargetRun], concurrency: int = STAGE_CONCURRENCY) -> list[AddedP50]:
-    """Per workload both inline and Schooner ran: each p50 in µs, and Schooner − inline paired by repeat."""
+    """Per Schooner configuration and workload that inline ran too: each p50 in µs, and the
+    configuration's − inline's paired by repeat."""
     out = []
-    for w in dict.fromkeys(r.workload for r in runs if r.system == "schooner"):
-        a = {r.repeat: _us(r.latency(concurrency, "p50_ms")) for r in runs if r.system == "schooner" and r.workload == w}
+    for system, w in dict.fromkeys((r.system, r.workload) for r in runs if is_schooner_config(r.system)):
+        a = {r.repeat: _us(r.latency(concurrency, "p50_ms")) for r in runs if r.system == system and r.workload == w}
         b = {r.repeat: _us(r.latency(concurrency, "p50_ms")) for r in runs if r.system == "inline" and r.workload == w}
         if b:
-            out.append(AddedP50(w, concurrency, spread(list(b.values())), spread(list(a.values())), paired_difference_by(a, b)))
+            out.append(AddedP50(system, w, concurrency, spread(list(b.values())), spread(list(a.values())),
+                                paired_difference_by(a, b)))
     return out
 
 
-def added_p50_table(rows: list[AddedP50]) -> str:
-    head = ["workload", "c", "inline p50 µs", "schooner p50 µs", "added p50 µs (schooner − inline, paired)"]
-    return markdown_table(head, [[r.workload, r.concurrency, _text(r.inline_p50_us), _text(r.schooner_p50_us),
-                                  _text(r.added_p50_us, "+,.1f")] for r in rows])
+def added_p50_table(rows: list[AddedP50], named: bool = False) -> str:
+    who = "system" if named else SCHOONER
+    head = ["workload", "c", "inline p50 µs", f"{who} p50 µs", f"added p50 µs ({who} − inline, paired)"]
+    return markdown_table(head, [[_label(r.system, r.workload, named), r.concurrency, _text(r.inline_p50_us),
+                                  _text(r.schooner_p50_us), _text(r.added_p50_us, "+,.1f")] for r in rows])
 
 
 def stage_summary(runs: list[TargetRun], concurrency: int = STAGE_CONCURRENCY) -> list[StageRow]:
@@ -233,21 +259,27 @@ def stage_summary(runs: list[TargetRun], concurrency: int = STAGE_CONCURRENCY) -
     return rows
 
 
-def stage_table(rows: list[StageRow]) -> str:
+def stage_table(rows: list[StageRow], named: bool = False) -> str:
     head = ["workload", "c", *(f"{s} µs" for s in STAGES), "sum µs", "wrk mean µs", "wrk p50 µs"]
-    body = [[_label(r.system, r.workload), r.concurrency, *(_text(r.stage_us[s]) for s in STAGES),
+    body = [[_label(r.system, r.workload, named), r.concurrency, *(_text(r.stage_us[s]) for s in STAGES),
              _text(r.sum_us), _text(r.wrk_mean_us), _text(r.wrk_p50_us)] for r in rows]
     return markdown_table(head, body)
 
 
 def cost_report(runs: list[TargetRun], concurrencies: tuple[int, ...]) -> tuple[str, dict[str, object]]:
-    """The printed section (three tables and the goal line) and its JSON (null where not measured)."""
+    """The printed section (three tables and the goal line, one per Schooner configuration when the
+    run has variants) and its JSON (null where not measured)."""
+    configs = schooner_configs(runs)
+    named = labelled(configs)
     cpu = cpu_summary(runs, concurrencies)
     goal = cpu_goal(cpu)
+    goals = {s: cpu_goal(cpu, s) for s in configs}
+    lines = "\n".join(goal_line(g, s) for s, g in goals.items()) if named else goal_line(goal)
     added = added_p50(runs)
     stages = stage_summary(runs)
-    tables = {"cpu": cpu_table(cpu) if cpu else None, "cpu_goal": goal_line(goal) if cpu else None,
-              "added_p50": added_p50_table(added) if added else None, "stages": stage_table(stages) if stages else None}
+    tables = {"cpu": cpu_table(cpu, named) if cpu else None, "cpu_goal": lines if cpu else None,
+              "added_p50": added_p50_table(added, named) if added else None,
+              "stages": stage_table(stages, named) if stages else None}
     titles = {
         "cpu": "Schooner CPU per query, µs (user + system of the supervisor and every descendant, read just before "
                "and after each wrk run, / requests completed; frontends and model replicas summed):",
@@ -256,9 +288,13 @@ def cost_report(runs: list[TargetRun], concurrencies: tuple[int, ...]) -> tuple[
                   "Δ sum / Δ count; - : not exposed by this server):",
     }
     text = "\n\n".join(f"{titles[k]}\n{v}" if k in titles else v for k, v in tables.items() if v)
+    def goal_json(g: dict[str, object]) -> dict[str, object]:
+        return {**g, "total_us": None if g["total_us"] is None else asdict(g["total_us"])}
+
     body = {
         "cpu_us_per_query": [asdict(r) for r in cpu],
-        "cpu_goal": {**goal, "total_us": None if goal["total_us"] is None else asdict(goal["total_us"])},
+        "cpu_goal": goal_json(goal),  # plain schooner's
+        "cpu_goals": {s: goal_json(g) for s, g in goals.items()},  # every Schooner configuration's
         "added_p50_us": [asdict(r) for r in added],
         "stage_us": [asdict(r) for r in stages],
         "tables": tables,

@@ -9,10 +9,13 @@ replicas), not from the TOML that was asked for. A workload from a user's config
 (``--config FILE --app NAME``) is served from that file unchanged. The admin API (``--admin-port
 0``): ``admin_url`` reads the port the server printed, ``admin_call`` makes one call, and
 ``add_model_body`` is a ``ModelEntry`` as Clipper's ``add_model`` body (same keys as the TOML).
+``SchoonerVariant`` is ``schooner`` with more ``[server]`` lines (a suite's ``--variant``), on top
+of the context's (``--schooner-set``): a key both set takes the variant's value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import re
 import sys
@@ -188,6 +191,33 @@ class SchoonerSystem:
             return start_schooner(f"schooner {workload.app_name}", None, workload.config_path, ctx, workload.app_name)
         toml = schooner_toml([entry_for(workload, ctx)])
         return start_schooner(f"schooner {workload.name}", toml, None, ctx, workload.name)
+
+
+def server_lines(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """``[server]`` lines ("key = value") of ``base`` with ``extra`` on top: a key in both keeps its
+    place in ``base`` and takes ``extra``'s value; the rest of ``extra`` follows."""
+    lines = {line.split("=", 1)[0].strip(): line for line in base}
+    lines.update({line.split("=", 1)[0].strip(): line for line in extra})
+    return tuple(lines.values())
+
+
+class SchoonerVariant:
+    """``schooner`` started with more ``[server]`` lines: the system ``schooner-NAME``."""
+
+    batching = True
+
+    def __init__(self, name: str, server: Sequence[str]) -> None:
+        self.name = f"schooner-{name}"
+        self.server = tuple(server)
+        self.description = f"schooner serve with [server] {'; '.join(self.server)}"
+
+    def serves(self, workload: Workload) -> bool:
+        return workload.config_path is None  # a user's config is served unchanged: no lines to add
+
+    def start(self, workload: Workload, ctx: StartContext) -> RunningSystem:
+        ctx = dataclasses.replace(ctx, schooner_server=server_lines(ctx.schooner_server, self.server))
+        toml = schooner_toml([entry_for(workload, ctx)])
+        return start_schooner(f"{self.name} {workload.name}", toml, None, ctx, workload.name)
 
 
 class DemoSystem:
