@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         if not args.app:
             parser.error("--config needs --app")
-        if variants:
-            parser.error("--variant needs Schooner's generated config: with --config your file is served unchanged")
+        if variants or args.schooner_set:
+            parser.error("--variant and --schooner-set need Schooner's generated config: with --config your file "
+                         "is served unchanged (put the settings in its [server] table)")
         workloads = [workload_from_config(args.config, args.app)]
         systems = tuple(s for s in systems if s != "demo")
     else:
