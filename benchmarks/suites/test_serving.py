@@ -269,7 +269,7 @@ def test_variant_arg_rejects_bad_forms_naming_the_expected_form(text: str, reaso
 @pytest.mark.parametrize(("argv", "message"), [
     (["--variant", "spin300"], "argument --variant: takes NAME:KEY=VALUE[;KEY=VALUE...]"),
     (["--variant", "a:spin_us=1", "--variant", "a:spin_us=2"], "--variant: NAME 'a' given twice"),
-    (["--config", "my.toml", "--app", "a", "--variant", "a:spin_us=1"], "--variant needs Schooner's generated config"),
+    (["--config", "my.toml", "--app", "a", "--variant", "a:spin_us=1"], "--variant and --schooner-set need Schooner's generated config"),
 ])
 def test_the_suite_rejects_a_bad_variant_with_a_usage_error(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
