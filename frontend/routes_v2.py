@@ -132,7 +132,7 @@ class V2Routes:
         if action == "":
             conn.respond(slot, 200, orjson.dumps(self._metadata(ri, name)))
         elif action == "ready":
-            ok = not self.fe.draining and not self.fe.scheduler_down and self.route_ready(ri)
+            ok = not self.fe.core.draining and not self.fe.core.scheduler_down and self.route_ready(ri)
             conn.respond(slot, 200 if ok else 503, b"" if ok else orjson.dumps({"error": f"{name} is not ready"}))
         elif action == "config":
             conn.respond(slot, 200, orjson.dumps(self._config(ri, name)))
@@ -322,9 +322,9 @@ class V2Routes:
 
     def _infer(self, conn, slot, ri: int, name: str, body: bytes, header_len: int | None) -> None:
         fe = self.fe
-        if fe.draining:
+        if fe.core.draining:
             raise V2Error(503, "the server is draining; retry on another instance")
-        if fe.scheduler_down:
+        if fe.core.scheduler_down:
             raise V2Error(503, "the scheduler is restarting; retry in a moment")
         r = self.routes[ri]
         shm_read = self.shm.read if self.shm is not None else None
@@ -354,7 +354,7 @@ class V2Routes:
         else:
             chunks, lens = [data], [len(data) // n] * n
         try:
-            fe.check_request_nbytes(lens)
+            fe.core.check_request_nbytes(lens)
         except RequestError as e:
             raise V2Error(e.status, e.cause) from None
         slo_us = r.latency_slo_micros
@@ -373,7 +373,7 @@ class V2Routes:
         meta = self.output_meta(ri)
         render = _renderer(name, version, req, unbatched, out_shm, self.shm, meta["datatype"] if meta else None)
         pending = PendingRequest(conn, slot, n, True, now, render)
-        fe.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority)
+        fe.core.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority)
 
     def _raw_request(self, r, body: bytes) -> InferRequest:
         """`Inference-Header-Content-Length: 0`: the whole body is the one input, binary."""

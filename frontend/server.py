@@ -16,6 +16,10 @@ in flight with 503 (no one else ever will) and move to the rings of the schedule
 replaces it, in one step. `Abort` alone (no successor: the server is stopping) answers what is
 in flight with 503 and refuses queries from then on. Query ids carry this process's index (bits 48+) and incarnation (bits 40-47), so a
 respawned frontend never mistakes a late answer meant for its predecessor for one of its own.
+
+The bookkeeping -- the tick batch, the in-flight table, answering, the drain state -- is
+`FrontendCore` (`schooner.frontend.core`), pure and tested without sockets; this module is the
+shell around it: the event loop, the sockets, the rings and doorbells, the clock, metrics.
 """
 
 from __future__ import annotations
@@ -27,24 +31,16 @@ import resource
 import socket
 import time
 from collections import deque
-from itertools import accumulate
+from functools import partial
 
 import httptools
-import numpy as np
-import orjson
 import uvloop
 
 from schooner.engine.config import ServerConfig, app_route, model_route
 from schooner.engine.core.metrics import STAGE_HELP, STAGE_METRIC, MetricSet, merge_texts
 from schooner.engine.spawn import FrontendArgs, setup_logging
-from schooner.frontend.codec import (
-    InputCodec,
-    RequestError,
-    decode_predict_uid,
-    decode_update,
-    encode_batch,
-    encode_prediction,
-)
+from schooner.frontend.codec import InputCodec, RequestError, decode_predict_uid, decode_update
+from schooner.frontend.core import FrontendCore, error_body
 from schooner.frontend.pending import PendingRequest
 from schooner.frontend.routes_v2 import V2Routes
 from schooner.ipc import frames, protocol
@@ -61,7 +57,6 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method No
             503: b"Service Unavailable"}  # fmt: skip
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
-_ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
 PUBLISH_INTERVAL_S = 0.25
 FEEDBACK_WINDOW = 32  # Feedback messages sent and not yet acknowledged; more wait in a queue
 PIPELINE_PAUSE = 256  # unanswered requests on one connection before it stops being read
@@ -80,12 +75,8 @@ def http_response(
     )
 
 
-def error_body(kind: str, cause: str) -> bytes:
-    return orjson.dumps({"error": kind, "cause": cause})
-
-
 class FrontendProc:
-    """Process-wide state: apps, rings, the tick batch, the in-flight table."""
+    """Process-wide state: apps, rings, sockets, metrics; the bookkeeping is `self.core`."""
 
     def __init__(self, args: FrontendArgs, loop: asyncio.AbstractEventLoop) -> None:
         cfg = args.config
@@ -98,26 +89,8 @@ class FrontendProc:
         self.sched_bell = sched_bell = Doorbell(args.scheduler_bell_fd)
         self.submit = RingWriter(Segment.attach(args.submit_ring), sched_bell)
         self.responses = RingReader(Segment.attach(args.response_ring), sched_bell)
-        self.scheduler_down = False  # after Abort: no scheduler will answer
         self.ctrl = socket.socket(fileno=args.control_fd)
         self.ctrl.setblocking(False)
-        self.max_query_nbytes = self.submit.ring.slot_nbytes - 4096
-        self.next_id = (args.index << 48) + ((args.incarnation & 0xFF) << 40) + 1
-        self.inflight: dict[int, tuple[PendingRequest, int]] = {}
-        self.requests_inflight = 0
-        # the tick batch
-        self.t_ids: list[int] = []
-        self.t_apps: list[int] = []
-        self.t_deadlines: list[int] = []
-        self.t_priorities: list[int] = []
-        self.t_uids: list[int] = []
-        self.t_starts: list[int] = []
-        self.t_chunks: list[bytes] = []  # input bytes; a chunk may hold several queries' rows
-        self.t_lens: list[int] = []  # one input length per query
-        self.t_nbytes = 0
-        self.flush_scheduled = False
-        self.backlog: deque[tuple] = deque()  # sealed batches waiting for a free submit slot
-        self.draining = False
         self.stopped = asyncio.Event()
         self.connections: set[HttpConnection] = set()
         # metrics: ours live, everyone's through the boards (ours is boards[1 + index])
@@ -127,7 +100,6 @@ class FrontendProc:
         self.client_shm_board = args.client_shm_board
         self.feedback = socket.socket(fileno=args.feedback_fd)
         self.feedback.setblocking(False)
-        self.fb_waiting: dict[int, tuple] = {}
         self.fb_queue: deque[protocol.Feedback] = deque()  # not sent yet: the window is full
         self.fb_credits = FEEDBACK_WINDOW
         self.fb_writer = False  # waiting for the socket to take more
@@ -151,6 +123,11 @@ class FrontendProc:
         self.m_open = self.metrics.gauge("schooner_http_connections", "Open client connections", frontend=fe)
         self.metrics_changed = False
         self._fe_label = fe
+        self.core = FrontendCore(
+            args.index, args.incarnation, self.submit.ring.slot_nbytes - 4096,
+            schedule_flush=partial(loop.call_soon, self._flush), report_drained=self._report_drained,
+            duration=self.m_duration,
+        )
         self.v2 = V2Routes(self)
 
     def _tables(self, cfg) -> None:
@@ -231,10 +208,9 @@ class FrontendProc:
         entry = self.apps.get(app_name)
         if entry is None:
             raise RequestError(404, "not found", f"no application named '{app_name}'; known: {sorted(self.apps)}")
-        if self.draining:
-            raise RequestError(503, "unavailable", "the server is draining; retry on another instance")
-        if self.scheduler_down:
-            raise RequestError(503, "unavailable", "the scheduler is restarting; retry in a moment")
+        core = self.core
+        if core.draining or core.scheduler_down:
+            raise core.refusal()
         return entry
 
     def submit_request(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
@@ -245,10 +221,11 @@ class FrontendProc:
             app_idx = versions[version]  # pinned to another version: that version's own route
         encoded = [codec.encode(item) for item in items]  # raises before anything is queued
         lens = [len(e) for e in encoded]
-        self.check_request_nbytes(lens)
+        core = self.core
+        core.check_request_nbytes(lens)
         now = time.monotonic_ns()
         pending = PendingRequest(conn, slot, len(encoded), is_batch, now)
-        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, lens, uid=uid)
+        core.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, encoded, lens, uid=uid)
 
     def submit_update(self, conn: HttpConnection, slot: list, app_name: str, body: bytes) -> None:
         """Clipper's POST /<app>/update: predict the input (all the app's policy needs to
@@ -257,30 +234,21 @@ class FrontendProc:
         app_idx, app, codec, _, _ = self._accepting(app_name)
         uid, item, label = decode_update(body)
         data = codec.encode(item)
-        self.check_request_nbytes([len(data)])
+        core = self.core
+        core.check_request_nbytes([len(data)])
         now = time.monotonic_ns()
 
         def render(p):
             if p.error is not None:
                 return p.error[0], p.error[1], b"", b"application/json"
             qid = p.outputs[0][3]
-            self.fb_waiting[qid] = (p.conn, p.slot)
+            core.fb_waiting[qid] = (p.conn, p.slot)
             self.fb_queue.append(protocol.Feedback(app_idx, qid, label))
             self._send_feedback()
             return None
 
         pending = PendingRequest(conn, slot, 1, False, now, render)
-        self.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, [data], [len(data)], uid=uid)
-
-    def check_request_nbytes(self, lens: list[int]) -> None:
-        """413 unless the request's queries fit one submit batch (they travel together)."""
-        nbytes = sum(lens) + _ROW_OVERHEAD * len(lens)
-        if nbytes > self.max_query_nbytes:
-            raise RequestError(
-                413, "payload too large",
-                f"the request's {len(lens)} quer{'y' if len(lens) == 1 else 'ies'} take {nbytes} bytes in a submit batch; "
-                f"the limit is {self.max_query_nbytes} (server.submit_slot_nbytes - 4096); send fewer or smaller inputs per request",
-            )
+        core.enqueue(pending, app_idx, now + app.latency_slo_micros * 1000, [data], [len(data)], uid=uid)
 
     def _send_feedback(self) -> None:
         """Send queued feedback while the window allows; never raises. The window bounds the
@@ -316,74 +284,28 @@ class FrontendProc:
                 self.loop.remove_reader(self.feedback.fileno())
                 return
             if isinstance(msg, protocol.FeedbackDone):
-                waiting = self.fb_waiting.pop(msg.query_id, None)
+                waiting = self.core.fb_waiting.pop(msg.query_id, None)
                 if waiting is None:
                     continue
                 self.fb_credits += 1
                 if self.fb_queue:
                     self._send_feedback()
-                conn, slot = waiting
-                self.requests_inflight -= 1
-                if msg.error:
-                    conn.respond(slot, 409, error_body("feedback not applied", msg.error))
-                else:
-                    conn.respond(slot, 200, b'{"ok":true}')
-                if self.draining and self.requests_inflight == 0:
-                    self._report_drained()
-
-    def enqueue(
-        self, pending: PendingRequest, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int],
-        priority: int = 0, uid: int = -1,
-    ) -> None:
-        """Queue one request's queries (`lens` gives each query's share of `chunks`, in order)
-        for this tick's submit batch. Nothing can fail after this point: every query will be
-        answered by the scheduler."""
-        self.requests_inflight += 1
-        inflight = self.inflight
-        qid = self.next_id
-        self.next_id = qid + len(lens)
-        nbytes = sum(lens) + _ROW_OVERHEAD * len(lens)
-        if self.t_nbytes + nbytes > self.max_query_nbytes:
-            self._seal_tick()
-        for i in range(len(lens)):
-            inflight[qid + i] = (pending, i)
-        self.t_ids.extend(range(qid, qid + len(lens)))
-        self.t_apps.extend([route] * len(lens))
-        self.t_deadlines.extend([deadline_ns] * len(lens))
-        self.t_priorities.extend([priority] * len(lens))
-        self.t_uids.extend([uid] * len(lens))
-        self.t_starts.extend([pending.start_ns] * len(lens))
-        self.t_chunks.extend(chunks)
-        self.t_lens.extend(lens)
-        self.t_nbytes += nbytes
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _seal_tick(self) -> None:
-        if not self.t_ids:
-            return
-        offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
-        self.backlog.append(
-            (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids,
-                               self.t_starts, (offsets, self.t_chunks)])  # the chunks are copied into the slot once
-        )
-        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
-        self.t_starts = []
-        self.t_chunks, self.t_lens = [], []
-        self.t_nbytes = 0
+                self.core.feedback_answered(*waiting, msg.error)
 
     def _flush(self) -> None:
-        self.flush_scheduled = False
-        self._seal_tick()
-        backlog = self.backlog
+        """Once per tick (and when answers may have freed submit slots): seal the tick batch
+        and write what the backlog holds into the submit ring, posting the scheduler once."""
+        core = self.core
+        core.end_tick()
+        backlog = core.backlog
         while backlog:
             try:
                 if not self.submit.try_write(lambda slot, b=backlog[0]: _SUBMIT.write(slot, b[0], b[1])):
                     break
             except OverflowError as e:  # cannot happen within the request limits; never stall on it
                 log.error("a submit batch does not fit its slot (%s); its queries are answered 500", e)
-                self._fail_ids(backlog[0][1][0], 500, error_body("internal error", f"submit batch does not fit: {e}"))
+                core.fail_ids(backlog[0][1][0], 500, error_body("internal error", f"submit batch does not fit: {e}"),
+                              time.monotonic_ns())
             backlog.popleft()
         self.submit.flush()  # one doorbell for the whole tick
 
@@ -393,71 +315,21 @@ class FrontendProc:
         self.bell.clear()
         reader = self.responses
         n = reader.pending()
-        inflight = self.inflight
+        core = self.core
         for i in range(n):
             rows, (ids, status, defaults, (off, data), (eoff, edata), (xoff, xdata), sent) = _RESPONSE.read(reader.read(i))
             outputs = frames.binary_items(off, data)
-            has_expl = eoff[-1] != eoff[0]
-            expl = frames.binary_items(eoff, edata) if has_expl else None
+            expl = frames.binary_items(eoff, edata) if eoff[-1] != eoff[0] else None
             extras = frames.binary_items(xoff, xdata) if xoff[-1] != xoff[0] else None
-            for j, qid, st, dflt in zip(range(rows), ids.tolist(), status.tolist(), defaults.tolist(), strict=True):
-                entry = inflight.pop(qid, None)
-                if entry is None:
-                    continue
-                p, k = entry
-                if st != 200:
-                    if p.error is None:
-                        p.error = (st, error_body("model error", outputs[j].decode(errors="replace")))
-                else:
-                    why = expl[j].decode() if dflt and expl else None
-                    extra = extras[j] if extras else b""
-                    if p.render is None:
-                        p.outputs[k] = encode_prediction(qid, outputs[j], dflt, why, extra)
-                    else:
-                        p.outputs[k] = (outputs[j], dflt, why, qid, extra)
-                p.remaining -= 1
-                if p.remaining == 0:
-                    self._complete(p)
+            core.answer(rows, ids.tolist(), status.tolist(), defaults.tolist(), outputs, expl, extras, time.monotonic_ns())
             if rows:
                 self.deliver_ns += rows * (time.monotonic_ns() - int(sent[0]))
                 self.deliver_n += rows
         if n:
             reader.release(n)  # posts the scheduler if it may be waiting for a free slot
-        if self.backlog:
+        if core.backlog:
             self._flush()
-        if self.draining and self.requests_inflight == 0:
-            self._report_drained()
-
-    def _fail_ids(self, ids: list[int], status: int, body: bytes) -> None:
-        """Answer the requests of these queries with `status` (each request once)."""
-        for qid in ids:
-            entry = self.inflight.pop(qid, None)
-            if entry is None:
-                continue
-            p = entry[0]
-            if p.error is None:
-                p.error = (status, body)
-            p.remaining -= 1
-            if p.remaining == 0:
-                self._complete(p)
-
-    def _complete(self, p: PendingRequest) -> None:
-        headers, ctype = b"", b"application/json"
-        if p.render is not None:
-            rendered = p.render(p)
-            if rendered is None:  # answered later (feedback waits for the scheduler)
-                return
-            status, body, headers, ctype = rendered
-            self.requests_inflight -= 1
-        elif p.error is not None:
-            self.requests_inflight -= 1
-            status, body = p.error
-        else:
-            self.requests_inflight -= 1
-            status = 200
-            body = encode_batch(p.outputs) if p.batch else p.outputs[0]
-        self.m_duration.observe((time.monotonic_ns() - p.start_ns) / 1e9)
-        p.conn.respond(p.slot, status, body, content_type=ctype, headers=headers)
+        core.check_drained()
 
     # -- control ----------------------------------------------------------------------------
 
@@ -472,8 +344,7 @@ class FrontendProc:
                 return
             if isinstance(msg, protocol.Abort):
                 self._abort(msg.reason)
-                if self.draining and self.requests_inflight == 0:
-                    self._report_drained()
+                self.core.check_drained()
                 continue
             if isinstance(msg, protocol.Reconfigure):
                 cfg = ServerConfig.from_json(msg.config)
@@ -486,11 +357,9 @@ class FrontendProc:
                     self._abort(msg.abort_reason)
                 self._rebind(msg)
                 continue
-            if isinstance(msg, protocol.Drain) and not self.draining:
-                self.draining = True
-                log.info("draining: %d request(s) in flight", self.requests_inflight)
-                if self.requests_inflight == 0:
-                    self._report_drained()
+            if isinstance(msg, protocol.Drain) and not self.core.draining:
+                log.info("draining: %d request(s) in flight", self.core.requests_inflight)
+                self.core.drain()
 
     def _rebind(self, msg: protocol.Rebind) -> None:
         """A new scheduler: its rings replace the old ones (whatever these hold is stale)."""
@@ -499,28 +368,15 @@ class FrontendProc:
         self.responses = RingReader(Segment.attach(msg.ring_in), self.sched_bell)
         for ring in old:
             ring.close()
-        self.scheduler_down = False
+        self.core.rebound()
         log.info("serving again through a new scheduler")
 
     def _abort(self, reason: str) -> None:
         """Answer every request still in flight with 503: nobody else ever will."""
-        self.scheduler_down = True
-        body = error_body("unavailable", f"{reason}; retry in a moment")
-        pendings = {id(p): p for p, _ in self.inflight.values()}
-        self.inflight.clear()
-        self.backlog.clear()
-        self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
-        self.t_chunks, self.t_lens = [], []
-        for conn, slot in self.fb_waiting.values():
-            self.requests_inflight -= 1
-            conn.respond(slot, 503, body)
-        self.fb_waiting.clear()
+        n = self.core.abort(reason)
         self.fb_queue.clear()
         self.fb_credits = FEEDBACK_WINDOW
-        for p in pendings.values():
-            self.requests_inflight -= 1
-            p.conn.respond(p.slot, 503, body)
-        log.error("aborted %d request(s): %s", len(pendings), reason)
+        log.error("aborted %d request(s): %s", n, reason)
 
     def _report_drained(self) -> None:
         try:
@@ -753,9 +609,9 @@ class HttpConnection(asyncio.Protocol):
                 raise _method_not_allowed("GET", path)
             if path.endswith("live"):
                 self.respond(slot, 200, b"")
-            elif self.fe.draining:
+            elif self.fe.core.draining:
                 self.respond(slot, 503, error_body("unavailable", "draining"))
-            elif self.fe.scheduler_down:
+            elif self.fe.core.scheduler_down:
                 self.respond(slot, 503, error_body("unavailable", "the scheduler is restarting"))
             elif unready := self.fe.v2.unready_apps():
                 self.respond(slot, 503, error_body("unavailable", f"no ready model for app(s) {unready}"))
