@@ -1,6 +1,6 @@
 """What the frontend's per-request metric calls and a metrics snapshot cost, micro-benchmarked.
 
-Owns ``time_frontend`` (``FrontendProc.count_response`` + the duration ``observe`` against a loop
+Owns ``time_frontend`` (``FrontendProc.count_response`` + the duration ``observe`` of ``FrontendCore.complete`` against a loop
 of the same shape calling empty functions, median of rounds) and ``time_render``
 (a render function per call: the core's ``render_scheduler_metrics``, a frontend's ``MetricSet.render``), for ``python -m benchmarks scheduler-core``.
 """
@@ -39,7 +39,7 @@ class MicroResult:
 
 
 def frontend_stand_in() -> types.SimpleNamespace:
-    """The fields FrontendProc.count_response and _complete's observe use, nothing else."""
+    """The fields FrontendProc.count_response and FrontendCore.complete's observe use, nothing else."""
     metrics = MetricSet()
     return types.SimpleNamespace(
         metrics=metrics,
