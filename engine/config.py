@@ -30,7 +30,8 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 MIB = 1024 * 1024
-SPIN_US_DEFAULT = 0  # measured: README "Wake-ups, spinning and CPU placement"
+SPIN_US_DEFAULT = 0  # measured: README "Where the time goes"
+SPIN_US_MAX = 1000  # a spinner sees its control socket only after the spin
 V2_OUTPUT_TYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                    "FP16", "FP32", "FP64", "BF16", "BYTES")
 
@@ -195,6 +196,13 @@ class _Table:
         expected = f"an integer >= {minimum}"
         value = self.get(key, int, expected, default)
         if value < minimum:
+            raise self.fail(key, expected, value)
+        return value
+
+    def bounded(self, key: str, default: int, lo: int, hi: int) -> int:
+        expected = f"an integer from {lo} to {hi}"
+        value = self.get(key, int, expected, default)
+        if not lo <= value <= hi:
             raise self.fail(key, expected, value)
         return value
 
@@ -442,7 +450,7 @@ def parse_config(data: dict, source: str = "<config>", allow_no_apps: bool = Fal
         admin_host=server.get("admin_host", str, "a host address", "127.0.0.1"),
         admin_port=server.positive("admin_port", 1338, minimum=0),
         warm_versions=server.positive("warm_versions", 1, minimum=0),
-        spin_us=server.positive("spin_us", SPIN_US_DEFAULT, minimum=0),
+        spin_us=server.bounded("spin_us", SPIN_US_DEFAULT, 0, SPIN_US_MAX),
         frontend_cpus=server.cpus("frontend_cpus"),
         scheduler_cpus=server.cpus("scheduler_cpus"),
         model_cpus=server.cpus("model_cpus"),

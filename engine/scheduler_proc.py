@@ -250,6 +250,8 @@ class SchedulerProc:
 
     def _readers_changed(self) -> None:
         self.readers = [*self.submits, *(rings[1] for reps in self.replicas for rings in reps if rings is not None)]
+        for r in self.readers:  # we are awake; fresh rings start "sleeping" (posted at every flush)
+            r.ring.set_sleeping(False)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -439,7 +441,7 @@ class SchedulerProc:
             for i in range(n):
                 rows, (ids, apps, deadlines, prios, uids, starts, (off, data)) = _SUBMIT.read(reader.read(i))
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
-                self.stage_ns[0] += rows * now - int(starts.sum())
+                self.stage_ns[0] += int((time.monotonic_ns() - starts).sum())  # differences: no int64 overflow
                 self.stage_n[0] += rows
                 bounds = (off - off[0]).tolist()
                 prios = prios.tolist()

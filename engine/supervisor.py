@@ -58,7 +58,7 @@ from schooner.engine.spawn import FrontendArgs, ModelArgs, SchedulerArgs, argv_s
 from schooner.ipc import protocol
 from schooner.ipc.board import Board, board_nbytes
 from schooner.ipc.channel import Doorbell, ProcessSentinel, wait_any
-from schooner.ipc.frames import NUMPY_DTYPES
+from schooner.ipc.frames import MODEL_STAMPS_NBYTES, NUMPY_DTYPES
 from schooner.ipc.ring import Ring, ring_nbytes
 from schooner.ipc.shm import Segment, new_instance_id, segment_name, sweep_stale, unlink_segment
 
@@ -277,7 +277,7 @@ class Supervisor:
         g = slot.ring_gen
         slot.ring_gen += 1
         rin = self._ring(f"model{mi}-r{ri}-g{g}-in", MODEL_SLOTS, self._model_input_slot_nbytes(mi))
-        rout = self._ring(f"model{mi}-r{ri}-g{g}-out", MODEL_SLOTS, m.output_slot_nbytes)
+        rout = self._ring(f"model{mi}-r{ri}-g{g}-out", MODEL_SLOTS, m.output_slot_nbytes + MODEL_STAMPS_NBYTES)
         slot.rings = [rin, rout]
         return rin, rout
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import select
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,9 @@ def _make_fence() -> Callable[[], object]:
 
 _keep: list = []
 full_fence = _make_fence()
+# The ordering argument (schooner.ipc.ring) is made for x86-64's TSO. Elsewhere producers post at
+# every flush, as before the sleeping word existed, and nothing spins.
+TSO = platform.machine().lower() in ("x86_64", "amd64")
 
 
 class PeerDeadError(RuntimeError):
@@ -151,7 +155,7 @@ class RingWriter:
         if self._posted:
             self._posted = False
             full_fence()
-            if self.ring.sleeping():
+            if self.ring.sleeping() or not TSO:
                 self.consumer_bell.ring()
 
     def close(self) -> None:
@@ -194,7 +198,7 @@ def flush_all(writers: Sequence[RingWriter | None]) -> None:
     full_fence()
     for w in posted:
         w._posted = False
-        if w.ring.sleeping():
+        if w.ring.sleeping() or not TSO:
             w.consumer_bell.ring()
 
 
@@ -216,7 +220,7 @@ class Waiter:
 
     def __init__(self, bell: Doorbell, spin_s: float = 0.0) -> None:
         self.bell = bell
-        self.spin_ns = int(spin_s * 1e9)
+        self.spin_ns = int(spin_s * 1e9) if TSO else 0
         self.hits = 0.0
         self.spins = 0  # waits that spun
         self.spin_hits = 0  # waits that ended during the spin
@@ -263,8 +267,9 @@ class Waiter:
             r.ring.set_sleeping(False)
         now = time.monotonic_ns()
         self._fds_at = now
-        if spin_ns:
-            self._record(now - start if bell in ready else spin_ns + 1)
+        if spin_ns:  # a stale doorbell count (no message) is not a hit
+            woke = bell in ready and any(r.ring.pending() for r in readers)
+            self._record(now - start if woke else spin_ns + 1)
         return [fd for fd in ready if fd != bell]
 
     def _busy(self, fds: list[int], now: int) -> list[int]:

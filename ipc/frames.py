@@ -145,9 +145,16 @@ class ScoresCodec:
 
     @staticmethod
     def write_error(slot: memoryview, message: str) -> int:
-        """A failed batch: a stream whose schema metadata says why, with no record batch."""
-        schema = pa.schema([("scores", pa.float32())], metadata={"error": message[:4000]})
-        head = schema.serialize().to_pybytes()
+        """A failed batch: a stream whose schema metadata says why, with no record batch. A
+        message too long for the slot is cut (never an exception: it is the batch's answer)."""
+        message = message[:4000]
+        while True:
+            head = pa.schema([("scores", pa.float32())], metadata={"error": message}).serialize().to_pybytes()
+            if len(head) <= len(slot) or not message:
+                break
+            message = message[: len(message) // 2] + " [cut]" if len(message) > 12 else ""
+        if len(head) > len(slot):
+            raise OverflowError(f"an error message does not fit a slot of {len(slot)} bytes")
         slot[: len(head)] = head
         return len(head)
 

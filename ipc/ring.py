@@ -33,7 +33,9 @@ observes ``tail = t`` may overwrite slots below ``t`` because the consumer finis
 before storing ``t`` (x86 does not reorder a store before older loads). Index stores are single
 aligned 8-byte stores (atomic on every 64-bit target). Weakly ordered CPUs (ARM) would need
 release/acquire ordering on the index stores and loads, which this pure-Python ring does not
-issue between a payload and its publish: x86-64 is the supported target. A producer killed mid-write leaves either no message (``head`` not
+issue between a payload and its publish: x86-64 is the supported target (elsewhere the channel
+layer posts the doorbell at every flush and never spins, the protocol of before the sleeping
+word, but the payload ordering is still not argued there). A producer killed mid-write leaves either no message (``head`` not
 stored) or a whole one; the dead peer itself is detected by the channel layer (process
 sentinels).
 

@@ -103,3 +103,14 @@ def test_binary_data_may_be_a_list_of_chunks_copied_back_to_back():
     n = codec.write(slot, 4, [(offsets, chunks)])
     batch = pa.ipc.read_record_batch(pa.py_buffer(slot[:n]), schema)
     assert batch.column(0).to_pylist() == [b"a", b"bc", b"def", b"gh"]
+
+
+def test_a_model_error_too_long_for_the_slot_is_cut_not_raised():
+    codec = frames.ScoresCodec()
+    slot = memoryview(bytearray(4096))
+    n = codec.write_error(slot, "ValueError: " + "x" * 20_000)
+    assert n <= 4096
+    scores, error = codec.read(slot[:n])
+    assert scores is None and error.startswith("ValueError: xxx") and error.endswith("[cut]")
+    n = codec.write_error(slot, "short")
+    assert codec.read(slot[:n]) == (None, "short")

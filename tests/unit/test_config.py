@@ -123,3 +123,25 @@ def test_versions_must_differ_and_share_their_input():
     d["models"][0]["current"] = d["models"][1]["current"] = True
     with pytest.raises(ConfigError, match="one current version"):
         parse_config(d)
+
+
+@pytest.mark.parametrize(
+    "server, fragment",
+    [
+        ({"spin_us": 1001}, "server.spin_us: expected an integer from 0 to 1000, got 1001"),
+        ({"spin_us": -1}, "server.spin_us: expected an integer from 0 to 1000"),
+        ({"scheduler_cpus": [1, "2"]}, "server.scheduler_cpus: expected a list of CPU numbers"),
+        ({"model_cpus": 1}, "server.model_cpus: expected a list of CPU numbers"),
+        ({"frontend_cpus": [-1]}, "server.frontend_cpus: expected a list of CPU numbers"),
+    ],
+)
+def test_hot_path_settings_are_checked(server, fragment):
+    with pytest.raises(ConfigError) as e:
+        parse_config({**GOOD, "server": server}, "cfg.toml")
+    assert fragment in str(e.value)
+
+
+def test_hot_path_settings_round_trip():
+    cfg = parse_config({**GOOD, "server": {"spin_us": 300, "scheduler_cpus": [1, 0, 1], "model_cpus": [0]}}, "c.toml")
+    assert (cfg.spin_us, cfg.scheduler_cpus, cfg.model_cpus, cfg.frontend_cpus) == (300, (0, 1), (0,), ())
+    assert ServerConfig.from_json(cfg.to_json()) == cfg
