@@ -45,6 +45,7 @@ from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.board import Board
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter, Waiter, flush_all
 from schooner.ipc.shm import Segment
+from schooner.ipc.wire import REASON_TEXT, AnswerStatus, DefaultReason
 
 log = logging.getLogger(__name__)
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -135,34 +136,36 @@ def output_meta(scores: np.ndarray | frames.TextRows) -> dict:
     return {"datatype": dt, "shape": [-1, *scores.shape[1:]]}
 
 
-class _Outbox:
-    """Answers for one frontend, accumulated over one turn and written as one batch."""
+_STATUS = {200: AnswerStatus.OK, 500: AnswerStatus.MODEL_ERROR, 503: AnswerStatus.UNAVAILABLE}
+_REASON = {text: DefaultReason(i) for i, text in enumerate(REASON_TEXT) if text}
 
-    __slots__ = ("ids", "status", "default", "output", "explanation", "extra")
+
+class _Outbox:
+    """Answers for one frontend, accumulated over one turn and written as one batch: status
+    and default reason as the wire's small enums (the frontend maps them to HTTP and text)."""
+
+    __slots__ = ("ids", "status", "reason", "output", "extra")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.status: list[int] = []
-        self.default: list[bool] = []
+        self.reason: list[int] = []
         self.output: list[bytes] = []
-        self.explanation: list[str] = []
         self.extra: list[bytes] = []
 
     def add(self, r: Respond) -> None:
         self.ids.append(r.query.query_id)
-        self.status.append(r.status)
-        self.default.append(r.default)
+        self.status.append(_STATUS.get(r.status, AnswerStatus.MODEL_ERROR))
+        self.reason.append(_REASON.get(r.explanation, DefaultReason.SLO) if r.default else 0)
         self.output.append(r.output)
-        self.explanation.append(r.explanation)
         self.extra.append(r.extra)
 
     def encode(self, slot: memoryview, stop: int) -> int:
         """Write the first `stop` answers as one response message into `slot`."""
         return _RESPONSE.write(
             slot, stop,
-            [self.ids[:stop], self.status[:stop], self.default[:stop],
+            [self.ids[:stop], self.status[:stop], self.reason[:stop],
              frames.binary_column(self.output[:stop]),
-             frames.binary_column([e.encode() for e in self.explanation[:stop]]),
              frames.binary_column(self.extra[:stop]),
              np.full(stop, time.monotonic_ns(), np.int64)],
         )  # fmt: skip
@@ -171,14 +174,13 @@ class _Outbox:
         return len(self.ids)
 
     def fail_first(self, cause: str) -> None:
-        self.status[0] = 500
-        self.default[0] = False
+        self.status[0] = AnswerStatus.MODEL_ERROR
+        self.reason[0] = DefaultReason.NONE
         self.output[0] = cause.encode()
-        self.explanation[0] = ""
         self.extra[0] = b""
 
     def drop(self, n: int) -> None:
-        for lst in (self.ids, self.status, self.default, self.output, self.explanation, self.extra):
+        for lst in (self.ids, self.status, self.reason, self.output, self.extra):
             del lst[:n]
 
 

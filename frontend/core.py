@@ -34,6 +34,7 @@ import orjson
 
 from schooner.frontend.codec import RequestError, encode_batch, encode_prediction
 from schooner.frontend.pending import PendingRequest
+from schooner.ipc.wire import HTTP_STATUS, REASON_TEXT
 
 ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
 
@@ -159,28 +160,28 @@ class FrontendCore:
     # -- answers out ------------------------------------------------------------------------
 
     def answer(
-        self, rows: int, ids: list[int], status: list[int], defaults: list[bool], outputs: list[bytes],
-        expl: list[bytes] | None, extras: list[bytes] | None, now_ns: int,
+        self, rows: int, ids: list[int], status: list[int], reasons: list[int], outputs: list[bytes],
+        extras: list[bytes] | None, now_ns: int,
     ) -> None:
-        """One response message: per row its query id, HTTP status, whether it is a default,
-        output (the error cause when status is not 200); `expl` (explanations) and `extras`
-        (more JSON members) are None when all are empty. Rows of unknown ids are ignored."""
+        """One response message: per row its query id, `AnswerStatus`, `DefaultReason` (NONE:
+        not a default) and output (the error cause when the status is not OK); `extras` (more
+        JSON members) is None when all are empty. Rows of unknown ids are ignored."""
         inflight = self.inflight
-        for j, qid, st, dflt in zip(range(rows), ids, status, defaults, strict=True):
+        for j, qid, st, reason in zip(range(rows), ids, status, reasons, strict=True):
             entry = inflight.pop(qid, None)
             if entry is None:
                 continue
             p, k = entry
-            if st != 200:
+            if st:
                 if p.error is None:
-                    p.error = (st, error_body("model error", outputs[j].decode(errors="replace")))
+                    p.error = (HTTP_STATUS[st], error_body("model error", outputs[j].decode(errors="replace")))
             else:
-                why = expl[j].decode() if dflt and expl else None
+                why = REASON_TEXT[reason] if reason else None
                 extra = extras[j] if extras else b""
                 if p.render is None:
-                    p.outputs[k] = encode_prediction(qid, outputs[j], dflt, why, extra)
+                    p.outputs[k] = encode_prediction(qid, outputs[j], reason != 0, why, extra)
                 else:
-                    p.outputs[k] = (outputs[j], dflt, why, qid, extra)
+                    p.outputs[k] = (outputs[j], reason != 0, why, qid, extra)
             p.remaining -= 1
             if p.remaining == 0:
                 self.complete(p, now_ns)

@@ -317,11 +317,10 @@ class FrontendProc:
         n = reader.pending()
         core = self.core
         for i in range(n):
-            rows, (ids, status, defaults, (off, data), (eoff, edata), (xoff, xdata), sent) = _RESPONSE.read(reader.read(i))
+            rows, (ids, status, reasons, (off, data), (xoff, xdata), sent) = _RESPONSE.read(reader.read(i))
             outputs = frames.binary_items(off, data)
-            expl = frames.binary_items(eoff, edata) if eoff[-1] != eoff[0] else None
             extras = frames.binary_items(xoff, xdata) if xoff[-1] != xoff[0] else None
-            core.answer(rows, ids.tolist(), status.tolist(), defaults.tolist(), outputs, expl, extras, time.monotonic_ns())
+            core.answer(rows, ids.tolist(), status.tolist(), reasons.tolist(), outputs, extras, time.monotonic_ns())
             if rows:
                 self.deliver_ns += rows * (time.monotonic_ns() - int(sent[0]))
                 self.deliver_n += rows

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # -- control messages -----------------------------------------------------------------------
 
-PROTOCOL_VERSION = 3  # 3: stage timestamps in the rings, the sleeping word in the ring header
+PROTOCOL_VERSION = 3  # 3: stage timestamps in the rings, answers as enums, the sleeping word in the ring header
 MAX_CONTROL_NBYTES = 192 * 1024  # a Reconfigure carries the whole config; the socket buffer holds ~200 KiB
 
 
@@ -214,15 +214,37 @@ SUBMIT_SCHEMA = pa.schema(
     ]
 )
 
-# `output`: JSON text of the answer's "output" when status is 200, else the error cause (utf-8).
-# `explanation`: why a default was answered; "" otherwise.
+# Answers travel as small enums; the frontend alone turns them into HTTP statuses and sentences.
+class AnswerStatus(IntEnum):
+    OK = 0
+    MODEL_ERROR = 1  # the model failed on the batch (or the answer did not fit): HTTP 500
+    UNAVAILABLE = 2  # the app is being reconfigured: HTTP 503
+
+
+HTTP_STATUS = (200, 500, 503)  # by AnswerStatus
+
+
+SLO_EXPLANATION = "Failed to retrieve a prediction response within the specified latency SLO"
+NO_MODEL_EXPLANATION = "No connected models found for query"
+LOW_CONFIDENCE_EXPLANATION = "Prediction confidence is below the app's confidence_threshold"
+
+
+class DefaultReason(IntEnum):
+    NONE = 0  # not a default
+    SLO = 1
+    NO_MODEL = 2
+    LOW_CONFIDENCE = 3
+
+
+REASON_TEXT = ("", SLO_EXPLANATION, NO_MODEL_EXPLANATION, LOW_CONFIDENCE_EXPLANATION)  # by DefaultReason
+
+# `output`: JSON text of the answer's "output" when status is OK, else the error cause (utf-8).
 RESPONSE_SCHEMA = pa.schema(
     [
         ("query_id", pa.uint64()),
-        ("status", pa.uint16()),
-        ("default", pa.bool_()),
+        ("status", pa.uint8()),  # AnswerStatus
+        ("reason", pa.uint8()),  # DefaultReason: why a default was answered, NONE otherwise
         ("output", pa.binary()),
-        ("explanation", pa.string()),
         ("extra", pa.binary()),  # more JSON members, e.g. confidence of an ensemble; b"" if none
         ("sent_ns", pa.int64()),  # CLOCK_MONOTONIC when the scheduler wrote this message (stage timing)
     ]

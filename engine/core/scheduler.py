@@ -65,10 +65,8 @@ from schooner.engine.core.metrics import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S
 from schooner.engine.core.policies import SelectionPolicy
 from schooner.engine.core.queues import DEFAULT_PRIORITY, PriorityDeadlineQueue, batch_ready_at
 from schooner.engine.core.selection import Ensemble, EnsembleAnswer, SelectionCore, Verdict
+from schooner.ipc.wire import LOW_CONFIDENCE_EXPLANATION, NO_MODEL_EXPLANATION, SLO_EXPLANATION
 
-SLO_EXPLANATION = "Failed to retrieve a prediction response within the specified latency SLO"
-NO_MODEL_EXPLANATION = "No connected models found for query"
-LOW_CONFIDENCE_EXPLANATION = "Prediction confidence is below the app's confidence_threshold"
 # the explanation of every default the core serves -> its `reason` label in /metrics
 DEFAULT_REASONS = {SLO_EXPLANATION: "slo", NO_MODEL_EXPLANATION: "no_model", LOW_CONFIDENCE_EXPLANATION: "low_confidence"}
 MAX_ATTEMPTS = 2

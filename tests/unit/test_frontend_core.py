@@ -15,6 +15,7 @@ from schooner.frontend.core import ROW_OVERHEAD, FrontendCore, error_body, first
 from schooner.frontend.pending import PendingRequest
 from schooner.ipc import frames
 from schooner.ipc.arrow_lite import FrameCodec
+from schooner.ipc.wire import HTTP_STATUS, REASON_TEXT, SLO_EXPLANATION
 
 MS = 1_000_000
 JSON = b"application/json"
@@ -66,10 +67,11 @@ class Rig:
         """One response message as on_bell hands it over, then the shell's drained check:
         rows are (qid, status, output[, default, explanation, extra])."""
         rows = [tuple(r) + (False, "", b"")[len(r) - 3:] for r in rows]
-        expl = [r[4].encode() for r in rows]
+        status = [HTTP_STATUS.index(r[1]) for r in rows]  # the wire's enums, as the scheduler writes them
+        reasons = [REASON_TEXT.index(r[4]) if r[3] else 0 for r in rows]
         extras = [r[5] for r in rows]
-        self.core.answer(len(rows), [r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows],
-                         [r[2] for r in rows], expl if any(expl) else None, extras if any(extras) else None, now_ns)
+        self.core.answer(len(rows), [r[0] for r in rows], status, reasons,
+                         [r[2] for r in rows], extras if any(extras) else None, now_ns)
         self.core.check_drained()
 
 
@@ -192,12 +194,12 @@ def test_single_query_answered_with_its_prediction():
 def test_defaults_explanations_and_extras_reach_the_prediction():
     rig = Rig()
     conn, _, (q0, q1) = rig.request([b"x", b"y"])
-    rig.bell([(q1, 200, b"-1", True, "slo missed", b""), (q0, 200, b"7", False, "", b'"confidence":0.5')])
+    rig.bell([(q1, 200, b"-1", True, SLO_EXPLANATION, b""), (q0, 200, b"7", False, "", b'"confidence":0.5')])
     body = encode_batch([encode_prediction(q0, b"7", False, None, b'"confidence":0.5'),
-                         encode_prediction(q1, b"-1", True, "slo missed")])
+                         encode_prediction(q1, b"-1", True, SLO_EXPLANATION)])
     assert conn.answers == [(["slot"], 200, body, JSON, b"")]
     got = orjson.loads(body)["batch_predictions"]
-    assert got[1]["default_explanation"] == "slo missed" and got[0]["confidence"] == 0.5
+    assert got[1]["default_explanation"] == SLO_EXPLANATION and got[0]["confidence"] == 0.5
 
 
 @settings(max_examples=150, deadline=None)
@@ -228,7 +230,7 @@ def test_an_error_on_one_query_answers_the_batch_request_with_it_once():
     conn, _, (q0, q1, q2) = rig.request([b"a", b"b", b"c"])
     rig.bell([ok(q0), (q1, 500, b"model crashed")])
     assert conn.answers == []  # still waiting for q2
-    rig.bell([(q2, 504, b"later error")])  # the first error is the one answered
+    rig.bell([(q2, 503, b"later error")])  # the first error is the one answered
     assert conn.answers == [(["slot"], 500, error_body("model error", "model crashed"), JSON, b"")]
     rig.bell([ok(q0), (q1, 500, b"again")])  # duplicates: already answered, ignored
     assert len(conn.answers) == 1 and rig.core.requests_inflight == 0
