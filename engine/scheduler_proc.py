@@ -27,7 +27,7 @@ from schooner.engine.config import ServerConfig, routes
 from schooner.engine.core.aimd import AimdConfig
 from schooner.engine.core.cache import digester
 from schooner.engine.core.counters_render import render_scheduler_metrics
-from schooner.engine.core.metrics import STAGE_HELP, STAGE_METRIC
+from schooner.engine.core.metrics import stage_summary_text
 from schooner.engine.core.policies import make_policy
 from schooner.engine.core.scheduler import (
     AppRoute,
@@ -219,6 +219,7 @@ class SchedulerProc:
         self.sent: dict[tuple[int, int], tuple[int, int]] = {}  # (model, replica) -> (queries, sum of arrivals)
         self.returns: list[tuple[int, int]] = []  # this turn's answered batches: (queries, model out)
         self.readers: list[RingReader] = []  # every ring this process consumes
+        self.model_inputs: list[RingWriter] = []  # every live replica's input ring
         self._readers_changed()
         self.feedback = [socket.socket(fileno=fd) for fd in args.feedback_fds]
         for f in self.feedback:
@@ -251,7 +252,10 @@ class SchedulerProc:
         ]
 
     def _readers_changed(self) -> None:
-        self.readers = [*self.submits, *(rings[1] for reps in self.replicas for rings in reps if rings is not None)]
+        """The rings this process reads (and the model input rings it writes) changed."""
+        live = [rings for reps in self.replicas for rings in reps if rings is not None]
+        self.model_inputs = [rings[0] for rings in live]
+        self.readers = [*self.submits, *(rings[1] for rings in live)]
         for r in self.readers:  # we are awake; fresh rings start "sleeping" (posted at every flush)
             r.ring.set_sleeping(False)
 
@@ -343,11 +347,8 @@ class SchedulerProc:
         self.stats_board.publish(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
 
     def _stage_text(self) -> str:
-        lines = [f"# HELP {STAGE_METRIC} {STAGE_HELP}", f"# TYPE {STAGE_METRIC} summary"]
-        for k, name in enumerate(("submit", "queue", "model", "return")):
-            lines.append(f'{STAGE_METRIC}_sum{{stage="{name}"}} {self.stage_ns[k] / 1e9:.9f}')
-            lines.append(f'{STAGE_METRIC}_count{{stage="{name}"}} {self.stage_n[k]}')
-        return "\n".join(lines) + "\n"
+        names = ("submit", "queue", "model", "return")
+        return stage_summary_text(list(zip(names, self.stage_ns, self.stage_n, strict=True)))
 
     def _control(self) -> None:
         while True:
@@ -504,7 +505,7 @@ class SchedulerProc:
             elif type(a) is RetiredReplica:
                 self._retired(a.model, a.replica)
         if any(type(a) is SendBatch for a in actions):
-            flush_all([rings[0] for reps in self.replicas for rings in reps if rings is not None])
+            flush_all(self.model_inputs)
 
     def _send_batch(self, a: SendBatch) -> None:
         rings = self.replicas[a.model][a.replica]

@@ -37,7 +37,7 @@ import httptools
 import uvloop
 
 from schooner.engine.config import ServerConfig, app_route, model_route
-from schooner.engine.core.metrics import STAGE_HELP, STAGE_METRIC, MetricSet, merge_texts
+from schooner.engine.core.metrics import MetricSet, merge_texts, stage_summary_text
 from schooner.engine.spawn import FrontendArgs, setup_logging
 from schooner.frontend.codec import InputCodec, RequestError, decode_predict_uid, decode_update
 from schooner.frontend.core import FrontendCore, error_body
@@ -186,12 +186,8 @@ class FrontendProc:
         conn.transport.close()
 
     def own_metrics(self) -> str:
-        fe = self.index
-        return self.metrics.render() + (
-            f"# HELP {STAGE_METRIC} {STAGE_HELP}\n# TYPE {STAGE_METRIC} summary\n"
-            f'{STAGE_METRIC}_sum{{stage="deliver",frontend="{fe}"}} {self.deliver_ns / 1e9:.9f}\n'
-            f'{STAGE_METRIC}_count{{stage="deliver",frontend="{fe}"}} {self.deliver_n}\n'
-        )
+        return self.metrics.render() + stage_summary_text([("deliver", self.deliver_ns, self.deliver_n)],
+                                                          frontend=str(self.index))
 
     def metrics_text(self) -> bytes:
         texts = []

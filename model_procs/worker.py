@@ -173,9 +173,13 @@ class ModelProc:
             def body(slot):
                 return self.scores.write_error(slot, error)
 
-        def encode(slot):
-            frames.write_model_stamps(slot, t_in, t_out)
-            return STAMPS + body(slot[STAMPS:])
+        def stamped(body):
+            def encode(slot):
+                frames.write_model_stamps(slot, t_in, t_out)
+                return STAMPS + body(slot[STAMPS:])
+            return encode
+
+        encode = stamped(body)
         generation = self.generation
         try:
             while not writer.try_write(encode):  # full: the scheduler posts our bell when it frees a slot
@@ -187,8 +191,7 @@ class ModelProc:
                 self.bell.clear()
         except OverflowError as e:
             message = f"{e}; raise output_slot_nbytes for model {self.cfg.name}"
-            writer.try_write(lambda slot: (frames.write_model_stamps(slot, t_in, t_out),
-                                           STAMPS + self.scores.write_error(slot[STAMPS:], message))[1])
+            writer.try_write(stamped(lambda slot: self.scores.write_error(slot, message)))
         writer.flush()
         return True
 

@@ -132,6 +132,17 @@ STAGE_HELP = ("Time queries spend in each stage: submit (frontend in -> schedule
               "model (-> model out), return (-> answer written), deliver (-> answer handed to the socket)")
 
 
+def stage_summary_text(stages: list[tuple[str, int, int]], **labels: str) -> str:
+    """`STAGE_METRIC` as Prometheus text: per (stage, total ns, queries) a _sum in seconds and
+    a _count, with `labels` on every sample (a frontend labels its own)."""
+    extra = "".join(f',{k}="{v}"' for k, v in labels.items())
+    lines = [f"# HELP {STAGE_METRIC} {STAGE_HELP}", f"# TYPE {STAGE_METRIC} summary"]
+    for stage, total_ns, count in stages:
+        lines.append(f'{STAGE_METRIC}_sum{{stage="{stage}"{extra}}} {total_ns / 1e9:.9f}')
+        lines.append(f'{STAGE_METRIC}_count{{stage="{stage}"{extra}}} {count}')
+    return "\n".join(lines) + "\n"
+
+
 def merge_texts(texts: list[str]) -> str:
     """Merge Prometheus texts from several processes: each family's HELP/TYPE once, then the
     samples of every source. Sources must use distinct label values for the same series (the
