@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import math
+import struct
 from base64 import b64decode
 
 import numpy as np
@@ -41,7 +42,7 @@ _INT32 = np.iinfo(np.int32)
 class InputCodec:
     """Validates and encodes one app's query inputs."""
 
-    __slots__ = ("app", "dtype", "shape", "width", "expected", "_kinds")
+    __slots__ = ("app", "dtype", "shape", "width", "expected", "_kinds", "_pack")
 
     def __init__(self, app: AppConfig) -> None:
         self.app = app
@@ -50,6 +51,14 @@ class InputCodec:
         t = app.input_type
         self.dtype = {"doubles": np.float64, "floats": np.float32, "ints": np.int32}.get(t)
         self._kinds = "iu" if t == "ints" else "iuf"
+        # the common case, a flat list of exactly `width` numbers, packed in one C call (0.2 us
+        # for 16 floats against 4 us through numpy). struct refuses what numpy would refuse
+        # (strings, nulls, nested lists, floats out of float32's or ints out of int32's range)
+        # by raising; then the general path below gives the precise error. It differs only on
+        # an all-boolean list (numpy refuses it: it goes the general way) and on integers
+        # beyond 2**53 given for floats (rounded twice, through a double).
+        code = {"doubles": "d", "floats": "f", "ints": "i"}.get(t)
+        self._pack = struct.Struct(f"<{self.width}{code}").pack if code and self.width else None
         if t in ("doubles", "floats", "ints"):
             what = "integers" if t == "ints" else "numbers"
             shape = list(self.shape)
@@ -62,6 +71,12 @@ class InputCodec:
 
     def encode(self, item) -> bytes:
         """The input bytes of one query; raises RequestError naming the expected schema."""
+        pack = self._pack
+        if pack is not None and type(item) is list and len(item) == self.width and type(item[0]) is not bool:
+            try:
+                return pack(*item)
+            except (struct.error, OverflowError, TypeError):
+                pass  # the general path names what is wrong
         dtype = self.dtype
         if dtype is not None:
             if not isinstance(item, list):

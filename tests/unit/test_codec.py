@@ -5,6 +5,8 @@ import base64
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schooner.engine.config import AppConfig, ModelConfig
 from schooner.frontend.codec import (
@@ -105,3 +107,29 @@ def test_encoders_produce_the_clipper_shapes():
     assert orjson.loads(encode_batch([encode_prediction(1, b"1", False, None)])) == {
         "batch_predictions": [{"query_id": 1, "output": 1, "default": False}]
     }
+
+
+_ELEMENTS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False), st.floats(min_value=-3.5e38, max_value=3.5e38),
+    st.integers(min_value=-(2**53), max_value=2**53), st.integers(min_value=-(2**31) - 2, max_value=2**31 + 1),
+    st.booleans(), st.none(), st.text(max_size=2), st.lists(st.floats(allow_nan=False), max_size=2),
+)
+
+
+@pytest.mark.parametrize("input_type", ["floats", "doubles", "ints"])
+@settings(max_examples=300, deadline=None)
+@given(item=st.one_of(st.lists(_ELEMENTS, min_size=4, max_size=4), st.lists(st.sampled_from([1, 2.5, True]), max_size=5)))
+def test_the_packed_fast_path_encodes_and_refuses_as_numpy_does(input_type, item):
+    """A flat list of the input's width is packed by struct; it must give numpy's bytes, or
+    refuse (with numpy's message) exactly what numpy refuses."""
+    fast = InputCodec(app(input_type))
+    slow = InputCodec(app(input_type))
+    slow._pack = None  # the general (numpy) path only
+    try:
+        want = slow.encode(item)
+    except RequestError as e:
+        with pytest.raises(RequestError) as got:
+            fast.encode(item)
+        assert (got.value.status, got.value.cause) == (e.status, e.cause)
+        return
+    assert fast.encode(item) == want
