@@ -116,11 +116,27 @@ class FrontendCore:
         self.requests_inflight += 1
         inflight = self.inflight
         qid = self.next_id
-        self.next_id = qid + len(lens)
-        nbytes = sum(lens) + ROW_OVERHEAD * len(lens)
+        n = len(lens)
+        self.next_id = qid + n
+        nbytes = (lens[0] if n == 1 else sum(lens)) + ROW_OVERHEAD * n
         if self.t_nbytes + nbytes > self.max_query_nbytes:
             self.seal_tick()
-        for i in range(len(lens)):
+        if n == 1:  # the common request: appends, no lists built
+            inflight[qid] = (pending, 0)
+            self.t_ids.append(qid)
+            self.t_apps.append(route)
+            self.t_deadlines.append(deadline_ns)
+            self.t_priorities.append(priority)
+            self.t_uids.append(uid)
+            self.t_starts.append(pending.start_ns)
+            self.t_chunks.extend(chunks)
+            self.t_lens.append(lens[0])
+            self.t_nbytes += nbytes
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.schedule_flush()
+            return
+        for i in range(n):
             inflight[qid + i] = (pending, i)
         self.t_ids.extend(range(qid, qid + len(lens)))
         self.t_apps.extend([route] * len(lens))
