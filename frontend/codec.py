@@ -142,6 +142,8 @@ def decode_predict_uid(
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise RequestError(400, "Json error", f"body is not valid JSON ({e}); expected {{\"input\": ...}} or {{\"input_batch\": [...]}}") from None
+    if type(doc) is dict and len(doc) == 1 and "input" in doc:  # the common body: nothing else to check
+        return [doc["input"]], False, -1, None
     if not isinstance(doc, dict):
         raise bad_request(f"body must be a JSON object with \"input\" or \"input_batch\", got {_json_type(doc)}")
     version = doc.get("version")
