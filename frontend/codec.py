@@ -116,7 +116,10 @@ def _finite(x: np.ndarray) -> bool:
     """No inf (a float beyond float32's range became one; JSON has no NaN). For a small input
     one exact sum of Python floats is cheaper than numpy's isfinite (0.4 vs 1.3 us)."""
     if x.size <= 256:
-        return math.isfinite(math.fsum(x.reshape(-1).tolist()))
+        try:
+            return math.isfinite(math.fsum(x.reshape(-1).tolist()))
+        except ValueError:  # fsum refuses -inf + inf: both are there
+            return False
     return bool(np.isfinite(x).all())
 
 

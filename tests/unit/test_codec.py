@@ -133,3 +133,9 @@ def test_the_packed_fast_path_encodes_and_refuses_as_numpy_does(input_type, item
         assert (got.value.status, got.value.cause) == (e.status, e.cause)
         return
     assert fast.encode(item) == want
+
+
+def test_floats_overflowing_both_ways_are_refused_not_crashed():
+    c = InputCodec(app())
+    with pytest.raises(RequestError, match="float32 range"):
+        c.encode([0.0, 0.0, 3.5e38, -3.5e38])
