@@ -574,6 +574,11 @@ class HttpConnection(asyncio.Protocol):
             self.respond(slot, 500, error_body("internal error", repr(e)))
 
     def _route(self, slot: list, method: bytes, path: str) -> None:
+        if method == b"POST" and path.endswith("/predict") and path.count("/") == 2 and len(path) > 9 and path[0] == "/":
+            body = b"".join(self.body)  # the common request, "/<app>/predict", without splitting the path
+            self.body = []
+            self.fe.submit_request(self, slot, path[1:-8], body)
+            return
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[1] == "update" and parts[0] != "v2":
             if method != b"POST":
@@ -621,10 +626,20 @@ class HttpConnection(asyncio.Protocol):
         """Fill this request's place in line and write every response that is now in order.
         A response that closes the connection is the last one written."""
         slot[0] = True
-        slot[1] = http_response(status, body, not slot[3], content_type, headers, slot[2])
+        slot[1] = data = http_response(status, body, not slot[3], content_type, headers, slot[2])
         self.fe.count_response(status)
         t = self.transport
         q = self.queue
+        if len(q) == 1 and q[0] is slot and not slot[3] and t is not None:
+            # the common case: the only request of the connection, which stays open
+            q.clear()
+            t.write(data)
+            if not self.parsing:
+                self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
+            if self.paused and not self.write_paused:
+                self.paused = False
+                t.resume_reading()
+            return
         out = []
         close = False
         while q and q[0][0]:
