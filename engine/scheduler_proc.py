@@ -436,12 +436,13 @@ class SchedulerProc:
     # -- rings in ---------------------------------------------------------------------------
 
     def _drain_submits(self) -> None:
-        submit = self.core.submit
+        submit_all = self.core.submit_all
         digest_of = self.digest_of
         now = time.monotonic_ns()
         for fi, reader in enumerate(self.submits):
             n = reader.pending()
             for i in range(n):
+                queries = []
                 rows, (ids, apps, deadlines, prios, uids, starts, (off, data)) = _SUBMIT.read(reader.read(i))
                 data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
                 self.stage_ns[0] += int((time.monotonic_ns() - starts).sum())  # differences: no int64 overflow
@@ -457,7 +458,8 @@ class SchedulerProc:
                         q.priority = prios[j]
                     if uids[j] >= 0:
                         q.uid = uids[j]
-                    submit(q, now)
+                    queries.append(q)
+                submit_all(queries, now)
             if n:
                 reader.release(n)
 

@@ -326,6 +326,42 @@ class SchedulerCore:
             return
         self._submit_model(query, mi, route.cache, now_ns)
 
+    def submit_all(self, queries: list[Query], now_ns: int = 0) -> None:
+        """`submit` each query in order: the same actions, counts and queue order. A query of a
+        single-model app that does not cache it takes a short path: the load-shedding state
+        of its model is taken once per call (submits do not change it), and no calls per query."""
+        apps = self.apps
+        n_apps = len(apps)
+        models = self.models
+        deadlines = self._deadlines
+        push = heapq.heappush
+        counters = self.app_counters
+        shed: dict[int, tuple | None] = {}
+        for q in queries:
+            app = q.app
+            route = apps[app] if app < n_apps else None
+            if route is None or route.policy is not None or route.model is None or route.cache and q.digest is not None:
+                self.submit(q, now_ns)
+                continue
+            mi = route.model
+            m = models[mi]
+            if not m.spec.replicas:
+                self.submit(q, now_ns)
+                continue
+            counters[app].queries += 1
+            q.arrival_ns = now_ns
+            self._seq += 1
+            deadline = q.deadline_ns
+            push(deadlines, (deadline, self._seq, q))
+            state = shed.get(mi, False)
+            if state is False:
+                state = shed[mi] = self._shed_state(m)
+            if state is not None and _beyond(len(m.queue), state, now_ns, deadline):
+                m.counters.shed += 1
+                self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
+                continue
+            self._enqueue(mi, q, now_ns)
+
     def _submit_ensemble(self, query: Query, route: AppRoute, now_ns: int) -> None:
         """A query of a policy app: one sub-query to each model the selection layer asks."""
         live = [mi for mi in route.models if self.models[mi].spec.replicas]
@@ -563,9 +599,17 @@ class SchedulerCore:
         """Whether a query joining `m`'s queue now cannot be answered before `deadline_ns`:
         the batches queued ahead of it, at the replicas' current limits and latencies, end
         later. Unknown latency (no batch measured yet) or no live replica: not hopeless."""
+        state = self._shed_state(m)
+        return state is not None and _beyond(len(m.queue), state, now_ns, deadline_ns)
+
+    def _shed_state(self, m: _Model) -> tuple[int, int, int, bool] | None:
+        """(expected batch latency, summed batch limits, idle replicas, all busy) of `m`'s live
+        replicas, for `_beyond`; None when nothing is shed (no live replica, or no latency
+        measured yet). Drops answered entries on top of the queue: they hold no place in line.
+        Submits do not change it (replicas change state in `poll` and on events)."""
         expected = capacity = 0
         live = idle = busy = 0
-        for r in m.replicas:  # one pass: this runs for every query
+        for r in m.replicas:  # one pass: this runs for every submit
             state = r.state
             if state is ReplicaState.DOWN or r.retiring:
                 continue
@@ -578,15 +622,9 @@ class SchedulerCore:
             elif state is ReplicaState.BUSY:
                 busy += 1
         if not live or not expected:
-            return False
-        m.queue.earliest_deadline(_live)  # drop answered entries on top: they hold no place in line
-        queued = len(m.queue)
-        if not queued and idle:
-            return False  # it would be sent at once; this also keeps the latency estimate fresh
-        waves = queued // capacity + 1
-        if busy == live:
-            waves += 1
-        return now_ns + waves * expected > deadline_ns
+            return None
+        m.queue.earliest_deadline(_live)
+        return expected, capacity, idle, busy == live
 
     def _rehome(self, key: CacheKey, now_ns: int) -> None:
         """A leader left without computing its key: hand the computation to a live waiter."""
@@ -686,3 +724,14 @@ class SchedulerCore:
 
 def _live(q: Query) -> bool:
     return not q.done
+
+
+def _beyond(queued: int, state: tuple[int, int, int, bool], now_ns: int, deadline_ns: int) -> bool:
+    """A query behind `queued` others ends after `deadline_ns` (`state`: `_shed_state`). A
+    query sent at once (nothing queued, a replica idle) is never: this also keeps the latency
+    estimate fresh."""
+    expected, capacity, idle, all_busy = state
+    if not queued and idle:
+        return False
+    waves = queued // capacity + (2 if all_busy else 1)
+    return now_ns + waves * expected > deadline_ns
