@@ -63,6 +63,21 @@ def _bytes(x) -> memoryview:
     return mv.cast("B") if mv.ndim != 1 or mv.format != "B" else mv
 
 
+JOIN_NBYTES = 65536  # binary chunks summing to at most this are joined before the copy
+
+
+def _chunks(blob: list) -> list[memoryview]:
+    """Byte views of a binary column's chunks: one joined view when they are small (a join
+    is a C loop; a view and a slice assignment per chunk cost ~0.5 us each)."""
+    if len(blob) > 1:
+        try:
+            if sum(map(len, blob)) <= JOIN_NBYTES:
+                return [memoryview(b"".join(blob))]
+        except (TypeError, BufferError, ValueError):
+            pass  # not all plain contiguous buffers: view each
+    return [_bytes(c) for c in blob]
+
+
 @dataclass(frozen=True, slots=True)
 class _Col:
     kind: str  # "prim" | "bool" | "binary" | "list"
@@ -119,8 +134,9 @@ class FrameCodec:
                 bufs += (off, 0, off, len(ob))
                 payload.append((off, ob))
                 off += _pad8(len(ob))
-                # data: one bytes-like, or a list of chunks written back to back (no join)
-                chunks = [_bytes(c) for c in blob] if isinstance(blob, list) else [_bytes(blob)]
+                # data: one bytes-like, or a list of chunks: small ones joined (one C call),
+                # large ones written back to back (no second copy)
+                chunks = _chunks(blob) if isinstance(blob, list) else [_bytes(blob)]
                 dlen = sum(len(c) for c in chunks)
                 bufs += (off, dlen)
                 pos = off

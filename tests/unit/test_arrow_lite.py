@@ -105,6 +105,28 @@ def test_binary_data_may_be_a_list_of_chunks_copied_back_to_back():
     assert batch.column(0).to_pylist() == [b"a", b"bc", b"def", b"gh"]
 
 
+@pytest.mark.parametrize("big", [False, True])
+def test_chunks_joined_or_written_one_by_one_give_the_same_message(big):
+    """Small chunks are joined before the copy, large ones copied one by one; chunks that
+    are not one plain contiguous buffer (a strided numpy view) are viewed one by one."""
+    from schooner.ipc import arrow_lite
+
+    schema = pa.schema([("b", pa.binary())])
+    codec = FrameCodec(schema)
+    size = arrow_lite.JOIN_NBYTES if big else 3
+    strided = np.arange(2 * size, dtype=np.uint8)[::2]
+    chunks = [b"x" * size, memoryview(b"y" * size), strided, np.full(size, 7, np.uint8)]
+    whole = b"".join(bytes(memoryview(np.ascontiguousarray(c)).cast("B")) for c in chunks)
+    offsets = np.array([0, size, 2 * size, 3 * size, 4 * size], np.int32)
+    slot = memoryview(bytearray(8 * size + 4096))
+    n = codec.write(slot, 4, [(offsets, chunks)])
+    slot2 = memoryview(bytearray(8 * size + 4096))
+    assert codec.write(slot2, 4, [(offsets, whole)]) == n
+    assert bytes(slot[:n]) == bytes(slot2[:n])
+    batch = pa.ipc.read_record_batch(pa.py_buffer(slot[:n]), schema)
+    assert b"".join(batch.column(0).to_pylist()) == whole
+
+
 def test_a_model_error_too_long_for_the_slot_is_cut_not_raised():
     codec = frames.ScoresCodec()
     slot = memoryview(bytearray(4096))
