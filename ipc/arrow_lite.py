@@ -68,7 +68,9 @@ JOIN_NBYTES = 65536  # binary chunks summing to at most this are joined before t
 
 def _chunks(blob: list) -> list[memoryview]:
     """Byte views of a binary column's chunks: one joined view when they are small (a join
-    is a C loop; a view and a slice assignment per chunk cost ~0.5 us each)."""
+    is a C loop; a view and a slice assignment per chunk cost ~0.5 us each). "Small" sums
+    `len()`, which is bytes for the frontend's chunks (bytes and byte views); for a numpy
+    array it is its first dimension, so the bound is then loose (a larger join, same bytes)."""
     if len(blob) > 1:
         try:
             if sum(map(len, blob)) <= JOIN_NBYTES:

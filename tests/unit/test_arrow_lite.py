@@ -107,15 +107,19 @@ def test_binary_data_may_be_a_list_of_chunks_copied_back_to_back():
 
 @pytest.mark.parametrize("big", [False, True])
 def test_chunks_joined_or_written_one_by_one_give_the_same_message(big):
-    """Small chunks are joined before the copy, large ones copied one by one; chunks that
-    are not one plain contiguous buffer (a strided numpy view) are viewed one by one."""
+    """Small chunks are joined before the copy (bytes, byte views and numpy arrays of any
+    dtype alike), large ones copied one by one; so are chunks that are not plain contiguous
+    buffers (a strided numpy view). Both give the message of the joined bytes."""
     from schooner.ipc import arrow_lite
 
     schema = pa.schema([("b", pa.binary())])
     codec = FrameCodec(schema)
-    size = arrow_lite.JOIN_NBYTES if big else 3
-    strided = np.arange(2 * size, dtype=np.uint8)[::2]
-    chunks = [b"x" * size, memoryview(b"y" * size), strided, np.full(size, 7, np.uint8)]
+    size = arrow_lite.JOIN_NBYTES if big else 4
+    if big:  # one strided view: no join, each chunk viewed and copied on its own
+        third = np.arange(2 * size, dtype=np.uint8)[::2]
+    else:  # joined: a multi-byte numpy chunk too (size bytes of float32)
+        third = np.arange(size // 4, dtype="<f4") + 0.5
+    chunks = [b"x" * size, memoryview(b"y" * size), third, np.full(size, 7, np.uint8)]
     whole = b"".join(bytes(memoryview(np.ascontiguousarray(c)).cast("B")) for c in chunks)
     offsets = np.array([0, size, 2 * size, 3 * size, 4 * size], np.int32)
     slot = memoryview(bytearray(8 * size + 4096))
