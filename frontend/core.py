@@ -129,23 +129,18 @@ class FrontendCore:
             self.t_priorities.append(priority)
             self.t_uids.append(uid)
             self.t_starts.append(pending.start_ns)
-            self.t_chunks.extend(chunks)
             self.t_lens.append(lens[0])
-            self.t_nbytes += nbytes
-            if not self.flush_scheduled:
-                self.flush_scheduled = True
-                self.schedule_flush()
-            return
-        for i in range(n):
-            inflight[qid + i] = (pending, i)
-        self.t_ids.extend(range(qid, qid + len(lens)))
-        self.t_apps.extend([route] * len(lens))
-        self.t_deadlines.extend([deadline_ns] * len(lens))
-        self.t_priorities.extend([priority] * len(lens))
-        self.t_uids.extend([uid] * len(lens))
-        self.t_starts.extend([pending.start_ns] * len(lens))
+        else:
+            for i in range(n):
+                inflight[qid + i] = (pending, i)
+            self.t_ids.extend(range(qid, qid + n))
+            self.t_apps.extend([route] * n)
+            self.t_deadlines.extend([deadline_ns] * n)
+            self.t_priorities.extend([priority] * n)
+            self.t_uids.extend([uid] * n)
+            self.t_starts.extend([pending.start_ns] * n)
+            self.t_lens.extend(lens)
         self.t_chunks.extend(chunks)
-        self.t_lens.extend(lens)
         self.t_nbytes += nbytes
         if not self.flush_scheduled:
             self.flush_scheduled = True

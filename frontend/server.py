@@ -574,12 +574,10 @@ class HttpConnection(asyncio.Protocol):
             self.respond(slot, 500, error_body("internal error", repr(e)))
 
     def _route(self, slot: list, method: bytes, path: str) -> None:
-        if method == b"POST" and path.endswith("/predict") and path.count("/") == 2 and len(path) > 9 and path[0] == "/":
-            body = b"".join(self.body)  # the common request, "/<app>/predict", without splitting the path
-            self.body = []
-            self.fe.submit_request(self, slot, path[1:-8], body)
-            return
-        parts = [p for p in path.split("/") if p]
+        if path.endswith("/predict") and path.count("/") == 2 and len(path) > 9 and path[0] == "/":
+            parts = [path[1:-8], "predict"]  # the common request, "/<app>/predict": no split
+        else:
+            parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[1] == "update" and parts[0] != "v2":
             if method != b"POST":
                 raise _method_not_allowed("POST", path)
@@ -630,28 +628,25 @@ class HttpConnection(asyncio.Protocol):
         self.fe.count_response(status)
         t = self.transport
         q = self.queue
-        if len(q) == 1 and q[0] is slot and not slot[3] and t is not None:
-            # the common case: the only request of the connection, which stays open
-            q.clear()
-            t.write(data)
-            if not self.parsing:
-                self.deadline = self.fe.now + self.fe.cfg.keepalive_timeout_s
-            if self.paused and not self.write_paused:
-                self.paused = False
-                t.resume_reading()
-            return
-        out = []
         close = False
-        while q and q[0][0]:
-            done = q.popleft()
-            out.append(done[1])
-            if done[3]:
-                close = True
-                q.clear()
-                break
-        if t is None or not out:
+        if len(q) == 1 and q[0] is slot:  # the common case: the only request in line
+            q.clear()
+            close = slot[3]
+        else:  # pipelined: write every response now in order, up to one that closes
+            out = []
+            while q and q[0][0]:
+                done = q.popleft()
+                out.append(done[1])
+                if done[3]:
+                    close = True
+                    q.clear()
+                    break
+            if not out:
+                return
+            data = out[0] if len(out) == 1 else b"".join(out)
+        if t is None:
             return
-        t.write(out[0] if len(out) == 1 else b"".join(out))
+        t.write(data)
         if close:
             t.close()
             return

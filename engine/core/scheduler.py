@@ -310,7 +310,8 @@ class SchedulerCore:
 
     # -- events -----------------------------------------------------------------------------
 
-    def submit(self, query: Query, now_ns: int = 0) -> None:
+    def submit(self, query: Query, now_ns: int = 0, shed: dict | None = None) -> None:
+        """A query arrived. `shed`: `submit_all`'s per-call cache of load-shedding states."""
         route = self.apps[query.app] if query.app < len(self.apps) else None
         if route is None:  # cannot happen: frontends learn routes after the scheduler does
             query.done = True
@@ -318,51 +319,24 @@ class SchedulerCore:
             return
         self.app_counters[query.app].queries += 1
         if route.policy is not None:
-            self._submit_ensemble(query, route, now_ns)
+            self._submit_ensemble(query, route, now_ns, shed)
             return
         mi = route.model
         if mi is None or not self.models[mi].spec.replicas:
             self._answer(query, 200, True, route.default_json, NO_MODEL_EXPLANATION)
             return
-        self._submit_model(query, mi, route.cache, now_ns)
+        self._submit_model(query, mi, route.cache, now_ns, shed)
 
     def submit_all(self, queries: list[Query], now_ns: int = 0) -> None:
-        """`submit` each query in order: the same actions, counts and queue order. A query of a
-        single-model app that does not cache it takes a short path: the load-shedding state
-        of its model is taken once per call (submits do not change it), and no calls per query."""
-        apps = self.apps
-        n_apps = len(apps)
-        models = self.models
-        deadlines = self._deadlines
-        push = heapq.heappush
-        counters = self.app_counters
-        shed: dict[int, tuple | None] = {}
+        """`submit` each query of one submit batch in order (the same actions, counts and queue
+        order); each model's load-shedding state is taken once per call, not per query:
+        submits do not change it (replicas change state in `poll` and on events)."""
+        shed: dict = {}
+        submit = self.submit
         for q in queries:
-            app = q.app
-            route = apps[app] if app < n_apps else None
-            if route is None or route.policy is not None or route.model is None or route.cache and q.digest is not None:
-                self.submit(q, now_ns)
-                continue
-            mi = route.model
-            m = models[mi]
-            if not m.spec.replicas:
-                self.submit(q, now_ns)
-                continue
-            counters[app].queries += 1
-            q.arrival_ns = now_ns
-            self._seq += 1
-            deadline = q.deadline_ns
-            push(deadlines, (deadline, self._seq, q))
-            state = shed.get(mi, False)
-            if state is False:
-                state = shed[mi] = self._shed_state(m)
-            if state is not None and _beyond(len(m.queue), state, now_ns, deadline):
-                m.counters.shed += 1
-                self._answer(q, 200, True, route.default_json, SLO_EXPLANATION)
-                continue
-            self._enqueue(mi, q, now_ns)
+            submit(q, now_ns, shed)
 
-    def _submit_ensemble(self, query: Query, route: AppRoute, now_ns: int) -> None:
+    def _submit_ensemble(self, query: Query, route: AppRoute, now_ns: int, shed: dict | None = None) -> None:
         """A query of a policy app: one sub-query to each model the selection layer asks."""
         live = [mi for mi in route.models if self.models[mi].spec.replicas]
         if not live:
@@ -379,9 +353,9 @@ class SchedulerCore:
             if not self.models[mi].spec.replicas:
                 self._sub_answer(sub, None, None)
                 continue
-            self._submit_model(sub, mi, route.cache, now_ns)
+            self._submit_model(sub, mi, route.cache, now_ns, shed)
 
-    def _submit_model(self, query: Query, mi: int, cache: bool, now_ns: int) -> None:
+    def _submit_model(self, query: Query, mi: int, cache: bool, now_ns: int, shed: dict | None = None) -> None:
         m = self.models[mi]
         query.arrival_ns = now_ns
         self._seq += 1
@@ -401,7 +375,7 @@ class SchedulerCore:
                 return  # answered when the leader's result arrives
         else:
             heapq.heappush(self._deadlines, (query.deadline_ns, self._seq, query))
-        if self._hopeless(m, now_ns, query.deadline_ns):
+        if self._hopeless(m, now_ns, query.deadline_ns, shed):
             # load shedding at the door: queueing it would only delay the queries behind it
             if query.key is not None:
                 self.cache.fail(query.key)  # a fresh leader: nobody else waits on it yet
@@ -595,18 +569,26 @@ class SchedulerCore:
         if len(self.models[mi].queue):
             self._ready_models.add(mi)
 
-    def _hopeless(self, m: _Model, now_ns: int, deadline_ns: int) -> bool:
+    def _hopeless(self, m: _Model, now_ns: int, deadline_ns: int, shed: dict | None = None) -> bool:
         """Whether a query joining `m`'s queue now cannot be answered before `deadline_ns`:
         the batches queued ahead of it, at the replicas' current limits and latencies, end
-        later. Unknown latency (no batch measured yet) or no live replica: not hopeless."""
-        state = self._shed_state(m)
-        return state is not None and _beyond(len(m.queue), state, now_ns, deadline_ns)
+        later. Unknown latency (no batch measured yet) or no live replica: not hopeless.
+        `shed`: states already taken in this batch of submits, by model."""
+        if shed is None:
+            state = self._shed_state(m)
+        else:
+            state = shed.get(m, False)
+            if state is False:
+                state = shed[m] = self._shed_state(m)
+        if state is None:
+            return False
+        return _beyond(len(m.queue), state, now_ns, deadline_ns)
 
     def _shed_state(self, m: _Model) -> tuple[int, int, int, bool] | None:
         """(expected batch latency, summed batch limits, idle replicas, all busy) of `m`'s live
         replicas, for `_beyond`; None when nothing is shed (no live replica, or no latency
-        measured yet). Drops answered entries on top of the queue: they hold no place in line.
-        Submits do not change it (replicas change state in `poll` and on events)."""
+        measured yet). Drops answered entries on top of the queue: they hold no place in line
+        (nothing queued is answered during a batch of submits, so once per batch is enough)."""
         expected = capacity = 0
         live = idle = busy = 0
         for r in m.replicas:  # one pass: this runs for every submit
