@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import io
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -269,6 +270,25 @@ def parse_csv_report(text: str, concurrency: int, command: list[str], output: st
     )
 
 
+SHM_DIR = Path("/dev/shm")
+PA_REGION = re.compile(r"^(input|output)_\d+_\d+$")  # perf_analyzer's --shared-memory system regions
+
+
+def shm_names() -> set[str]:
+    return set(os.listdir(SHM_DIR)) if SHM_DIR.is_dir() else set()
+
+
+def remove_left_regions(before: set[str]) -> list[str]:
+    """Unlink the perf_analyzer regions that appeared since `before` (it unlinks its own when
+    it exits; not when it is killed). Returns the names removed."""
+    removed = []
+    for name in sorted(shm_names() - before):
+        if PA_REGION.match(name):
+            (SHM_DIR / name).unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
 def worst_case_s(point: PaPointConfig) -> float:
     return point.max_trials * point.measurement_interval_ms / 1e3 + PA_EXTRA_WAIT_S
 
@@ -278,6 +298,7 @@ def run_perf_analyzer(
 ) -> PaResult:
     command = pa_command(pa, url, point, csv_path, cpus)
     csv_path.unlink(missing_ok=True)
+    shm_before = shm_names()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run(
@@ -289,6 +310,7 @@ def run_perf_analyzer(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
+        remove_left_regions(shm_before)  # a killed perf_analyzer leaves its system shm regions
         partial = "".join(
             part.decode(errors="replace") if isinstance(part, bytes) else part
             for part in (exc.stdout, exc.stderr)

@@ -231,3 +231,23 @@ def test_snapshot_reads_a_process_tree_by_role() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_regions_a_killed_perf_analyzer_leaves_are_removed_and_nothing_else():
+    import uuid
+
+    from benchmarks.drivers import perf_analyzer as pa
+
+    before = pa.shm_names()
+    tag = uuid.uuid4().int % 10**9
+    left = [f"input_{tag}_0", f"output_{tag}_1"]
+    kept = f"schooner-test-{tag}"
+    for name in [*left, kept]:
+        (pa.SHM_DIR / name).write_bytes(b"x")
+    try:
+        assert pa.remove_left_regions(before) == sorted(left)
+        assert not any((pa.SHM_DIR / n).exists() for n in left)
+        assert (pa.SHM_DIR / kept).exists()
+    finally:
+        for name in [*left, kept]:
+            (pa.SHM_DIR / name).unlink(missing_ok=True)
