@@ -85,6 +85,7 @@ class _Col:
     kind: str  # "prim" | "bool" | "binary" | "list"
     dtype: np.dtype | None
     width: int = 1  # list size for "list"
+    code: str = ""  # struct code of a "prim" column's values ("" when struct cannot pack them)
 
 
 def _col_of(t: pa.DataType) -> _Col:
@@ -98,14 +99,40 @@ def _col_of(t: pa.DataType) -> _Col:
             raise TypeError(f"fixed-size lists of {inner} are not supported")
         return _Col("list", np.dtype(inner.to_pandas_dtype()).newbyteorder("<"), t.list_size)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return _Col("prim", np.dtype(t.to_pandas_dtype()).newbyteorder("<"))
+        dtype = np.dtype(t.to_pandas_dtype()).newbyteorder("<")
+        return _Col("prim", dtype, 1, _STRUCT_CODE.get(dtype.str[1:], ""))
     raise TypeError(f"column type {t} is not supported by arrow_lite")
 
 
-class FrameCodec:
-    """Writes and reads record-batch messages of one schema. Stateless after construction."""
+# numpy dtype (less its byte order) -> struct code of the same little-endian bytes; float16
+# has one too ("e") but struct and numpy may round halves differently: numpy only
+_STRUCT_CODE = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I", "i8": "q", "u8": "Q",
+                "f4": "f", "f8": "d"}  # fmt: skip
+_STRUCTS: dict[str, struct.Struct] = {}
 
-    __slots__ = ("schema", "cols", "nodes", "nbuffers", "_meta_nbytes")
+
+def _struct(fmt: str) -> struct.Struct:
+    s = _STRUCTS.get(fmt)
+    if s is None:
+        if len(_STRUCTS) > 4096:  # one per (code, row count) seen: bounded all the same
+            _STRUCTS.clear()
+        s = _STRUCTS[fmt] = struct.Struct(fmt)
+    return s
+
+
+def _flat(arr: np.ndarray) -> memoryview:
+    """Byte view of a C-contiguous array (any shape)."""
+    try:
+        return memoryview(arr).cast("B")
+    except (TypeError, ValueError):  # a format memoryview cannot cast: through numpy
+        return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+class FrameCodec:
+    """Writes and reads record-batch messages of one schema. Stateless after construction
+    (its caches of per-row-count layouts are pure functions of the schema)."""
+
+    __slots__ = ("schema", "cols", "nodes", "nbuffers", "_meta_nbytes", "_tail", "_nodes_by_n", "_fixed")
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -113,8 +140,30 @@ class FrameCodec:
         self.nodes = sum(2 if c.kind == "list" else 1 for c in self.cols)
         self.nbuffers = sum({"prim": 2, "bool": 2, "binary": 3, "list": 3}[c.kind] for c in self.cols)
         self._meta_nbytes = 104 + 16 * self.nodes + 16 * self.nbuffers
+        # the nodes and buffers vectors after byte 100 of the message
+        self._tail = struct.Struct(f"<I{2 * self.nodes}q4xI{2 * self.nbuffers}q")
+        self._nodes_by_n: dict[int, tuple] = {}
+        # the bytes of the message that `write` always writes the same, for `read`'s fast path:
+        # (start, end, bytes) of the prefix less the metadata length, body length and row count
+        probe = bytearray(8 + self._meta_nbytes)
+        _PREFIX.pack_into(probe, 0, CONTINUATION, 0, 24, 12, 20, 16, 18, 4, 8, 16, 36, 0, METADATA_V5,
+                          HEADER_RECORD_BATCH, 10, 20, 8, 4, 16, 16, 24, 0, 20 + 16 * self.nodes)
+        _U32.pack_into(probe, 100, self.nodes)
+        _U32.pack_into(probe, 104 + 16 * self.nodes + 4, self.nbuffers)  # after the 4 padding bytes
+        self._fixed = (bytes(probe[8:40]), bytes(probe[48:80]), bytes(probe[88:104]))
 
     # -- writing ----------------------------------------------------------------------------
+
+    def _nodes_of(self, n: int) -> tuple:
+        nodes = self._nodes_by_n.get(n)
+        if nodes is None:
+            out: list[int] = []
+            for c in self.cols:
+                out += (n, 0, n * c.width, 0) if c.kind == "list" else (n, 0)
+            nodes = tuple(out)
+            if len(self._nodes_by_n) < 1024:
+                self._nodes_by_n[n] = nodes
+        return nodes
 
     def write(self, slot: memoryview, n: int, columns: list) -> int:
         """Write one message of `n` rows into `slot`; returns its size in bytes.
@@ -123,63 +172,87 @@ class FrameCodec:
         n truthy values; binary -> (offsets int32[n+1] starting at 0, bytes-like data or a list
         of bytes-like chunks, copied into the slot back to back); list -> C-contiguous (n, width)
         array. Raises OverflowError when the message does not fit.
+
+        Each column's bytes go into the slot as soon as they are known (a prim column given as
+        a list is packed by one `struct` call, no numpy array built); what is written past the
+        message end of a message that does not fit is never published.
         """
-        nodes: list[int] = []
         bufs: list[int] = []  # (offset, length) pairs, flattened
-        payload: list[tuple[int, object]] = []
+        body = 8 + self._meta_nbytes
+        room = len(slot) - body
         off = 0
         for col, data in zip(self.cols, columns, strict=True):
-            if col.kind == "binary":
+            kind = col.kind
+            if kind == "prim":
+                if type(data) is list and col.code:
+                    nb = n * col.dtype.itemsize
+                    if off + nb > room:
+                        raise self._overflow(slot, n, columns)
+                    try:
+                        if n:
+                            _struct(f"<{n}{col.code}").pack_into(slot, body + off, *data)
+                        bufs += (off, 0, off, nb)
+                        off += (nb + 7) & ~7
+                        continue
+                    except (struct.error, OverflowError):
+                        pass  # not plain values of the type: numpy converts them (or says why not)
+                mv = _flat(np.ascontiguousarray(data, dtype=col.dtype))
+            elif kind == "binary":
                 offsets, blob = data
-                ob = _bytes(np.ascontiguousarray(offsets, dtype="<i4"))
-                nodes += (n, 0)
-                bufs += (off, 0, off, len(ob))
-                payload.append((off, ob))
-                off += _pad8(len(ob))
-                # data: one bytes-like, or a list of chunks: small ones joined (one C call),
-                # large ones written back to back (no second copy)
-                chunks = _chunks(blob) if isinstance(blob, list) else [_bytes(blob)]
-                dlen = sum(len(c) for c in chunks)
-                bufs += (off, dlen)
-                pos = off
+                ob = _flat(np.ascontiguousarray(offsets, dtype="<i4"))
+                lo = len(ob)
+                dpos = off + ((lo + 7) & ~7)
+                chunks = _chunks(blob) if type(blob) is list else [_bytes(blob)]
+                dlen = sum(map(len, chunks)) if len(chunks) != 1 else len(chunks[0])
+                if dpos + dlen > room:
+                    raise self._overflow(slot, n, columns)
+                bufs += (off, 0, off, lo, dpos, dlen)
+                if lo:
+                    slot[body + off : body + off + lo] = ob
+                pos = body + dpos
                 for c in chunks:
-                    payload.append((pos, c))
-                    pos += len(c)
-                off += _pad8(dlen)
+                    if len(c):
+                        slot[pos : pos + len(c)] = c
+                        pos += len(c)
+                off = (dpos + dlen + 7) & ~7
                 continue
-            if col.kind == "bool":
-                raw = np.packbits(np.asarray(data, dtype=bool), bitorder="little")
-                nodes += (n, 0)
-            elif col.kind == "prim":
-                raw = np.ascontiguousarray(data, dtype=col.dtype)
-                nodes += (n, 0)
+            elif kind == "bool":
+                mv = memoryview(np.packbits(np.asarray(data, dtype=bool), bitorder="little"))
             else:
-                raw = np.ascontiguousarray(data, dtype=col.dtype)
-                nodes += (n, 0, n * col.width, 0)
+                mv = _flat(np.ascontiguousarray(data, dtype=col.dtype))
                 bufs += (off, 0)  # the list's own (empty) validity buffer
-            mv = _bytes(raw)
-            bufs += (off, 0, off, len(mv))
-            payload.append((off, mv))
-            off += _pad8(len(mv))
+            nb = len(mv)
+            if off + nb > room:
+                raise self._overflow(slot, n, columns)
+            bufs += (off, 0, off, nb)
+            if nb:
+                slot[body + off : body + off + nb] = mv
+            off += (nb + 7) & ~7
         meta = self._meta_nbytes
-        total = 8 + meta + off
-        if total > len(slot):
-            raise OverflowError(f"record batch of {total} bytes does not fit a slot of {len(slot)} bytes")
-        k, m = self.nodes, self.nbuffers
         _PREFIX.pack_into(
             slot, 0,
             CONTINUATION, meta, 24,
             12, 20, 16, 18, 4, 8,
             16, 36, off, METADATA_V5, HEADER_RECORD_BATCH,
             10, 20, 8, 4, 16,
-            16, 24, n, 20 + 16 * k,
+            16, 24, n, 20 + 16 * self.nodes,
         )  # fmt: skip
-        struct.pack_into(f"<I{2 * k}q4xI{2 * m}q", slot, 100, k, *nodes, m, *bufs)
-        body = 8 + meta
-        for o, mv in payload:
-            if len(mv):
-                slot[body + o : body + o + len(mv)] = mv
-        return total
+        self._tail.pack_into(slot, 100, self.nodes, *self._nodes_of(n), self.nbuffers, *bufs)
+        return body + off
+
+    def _overflow(self, slot: memoryview, n: int, columns: list) -> OverflowError:
+        """The error of a message that does not fit `slot`, naming its whole size."""
+        total = 8 + self._meta_nbytes
+        for col, data in zip(self.cols, columns, strict=True):
+            if col.kind == "binary":
+                offsets, blob = data
+                chunks = blob if isinstance(blob, list) else [blob]
+                total += _pad8(4 * len(offsets)) + _pad8(sum(len(_bytes(c)) for c in chunks))
+            elif col.kind == "bool":
+                total += _pad8((n + 7) // 8)
+            else:
+                total += _pad8(np.ascontiguousarray(data, dtype=col.dtype).nbytes)
+        return OverflowError(f"record batch of {total} bytes does not fit a slot of {len(slot)} bytes")
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -190,7 +263,7 @@ class FrameCodec:
         0 when a writer sliced; list columns as (n, width) arrays; bool as a numpy bool array
         (unpacked, a copy of n bits).
         """
-        n, nodes, bufs, body = _parse(view)
+        n, nodes, bufs, body = self._parse_own(view)
         if len(nodes) != 2 * self.nodes or len(bufs) != 2 * self.nbuffers:
             raise FrameError(f"message has {len(nodes) // 2} nodes / {len(bufs) // 2} buffers; schema expects {self.nodes} / {self.nbuffers}")
         out = []
@@ -226,6 +299,27 @@ class FrameCodec:
                 ni += 2
             out.append(arr)
         return n, out
+
+
+    def _parse_own(self, view) -> tuple[int, tuple, tuple, int]:
+        """`_parse`, shortened for a message laid out as `write` lays them out (every message
+        on the rings): three byte compares and two unpacks instead of walking the flatbuffer.
+        Anything else (pyarrow's own messages, damaged bytes) takes the general walk."""
+        meta = self._meta_nbytes
+        a, b, c = self._fixed
+        if (
+            len(view) >= 8 + meta
+            and view[4:8] == _I32.pack(meta)
+            and view[8:40] == a
+            and view[48:80] == b
+            and view[88:104] == c
+            and view[:4] == b"\xff\xff\xff\xff"
+        ):
+            vals = self._tail.unpack_from(view, 100)
+            k = self.nodes
+            if vals[1 + 2 * k] == self.nbuffers:
+                return _I64.unpack_from(view, 80)[0], vals[1 : 1 + 2 * k], vals[2 + 2 * k :], 8 + meta
+        return _parse(view)
 
 
 def _parse(view) -> tuple[int, tuple, tuple, int]:
