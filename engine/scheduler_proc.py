@@ -167,7 +167,7 @@ class _Outbox:
             [self.ids[:stop], self.status[:stop], self.reason[:stop],
              frames.binary_column(self.output[:stop]),
              frames.binary_column(self.extra[:stop]),
-             np.full(stop, time.monotonic_ns(), np.int64)],
+             [time.monotonic_ns()] * stop],
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -443,21 +443,17 @@ class SchedulerProc:
             n = reader.pending()
             for i in range(n):
                 queries = []
-                rows, (ids, apps, deadlines, prios, uids, starts, (off, data)) = _SUBMIT.read(reader.read(i))
-                data = data[off[0] : off[-1]].copy()  # one copy per batch; the slot goes back now
-                self.stage_ns[0] += int((time.monotonic_ns() - starts).sum())  # differences: no int64 overflow
+                # lists and one bytes object per input: the slot goes back at the release below
+                rows, (ids, apps, deadlines, prios, uids, starts, payloads) = _SUBMIT.read_rows(reader.read(i))
+                self.stage_ns[0] += time.monotonic_ns() * rows - sum(starts)
                 self.stage_n[0] += rows
-                bounds = (off - off[0]).tolist()
-                prios = prios.tolist()
-                uids = uids.tolist()
-                for j, qid, app, deadline in zip(range(rows), ids.tolist(), apps.tolist(), deadlines.tolist(), strict=True):
-                    payload = data[bounds[j] : bounds[j + 1]]
+                for qid, app, deadline, prio, uid, payload in zip(ids, apps, deadlines, prios, uids, payloads, strict=True):
                     d = digest_of[app]
                     q = Query(fi, qid, app, deadline, payload, d(payload) if d is not None else None)
-                    if prios[j]:
-                        q.priority = prios[j]
-                    if uids[j] >= 0:
-                        q.uid = uids[j]
+                    if prio:
+                        q.priority = prio
+                    if uid >= 0:
+                        q.uid = uid
                     queries.append(q)
                 submit_all(queries, now)
             if n:
@@ -518,9 +514,9 @@ class SchedulerProc:
         n = len(payloads)
         self.sent[a.model, a.replica] = (n, sum([q.arrival_ns for q in a.queries]))
         if dtype is not None:
-            column = np.concatenate(payloads).view(dtype).reshape(n, cfg.input_width)
+            column = np.frombuffer(b"".join(payloads), dtype).reshape(n, cfg.input_width)
         else:
-            column = frames.binary_column([p.tobytes() for p in payloads])
+            column = frames.binary_column(payloads)
         try:
             written = rings is not None and rings[0].try_write(lambda slot: codec.write(slot, n, [column]))
         except OverflowError as e:

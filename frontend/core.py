@@ -29,7 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from itertools import accumulate
 
-import numpy as np
 import orjson
 
 from schooner.frontend.codec import RequestError, encode_batch, encode_prediction
@@ -150,7 +149,7 @@ class FrontendCore:
         """Move the tick batch, if any, to `backlog` as (rows, submit columns) and begin a new one."""
         if not self.t_ids:
             return
-        offsets = np.fromiter(accumulate(self.t_lens, initial=0), np.int32, len(self.t_lens) + 1)
+        offsets = list(accumulate(self.t_lens, initial=0))
         self.backlog.append(
             (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids,
                                self.t_starts, (offsets, self.t_chunks)])  # the chunks are copied into the slot once

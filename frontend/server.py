@@ -313,12 +313,10 @@ class FrontendProc:
         n = reader.pending()
         core = self.core
         for i in range(n):
-            rows, (ids, status, reasons, (off, data), (xoff, xdata), sent) = _RESPONSE.read(reader.read(i))
-            outputs = frames.binary_items(off, data)
-            extras = frames.binary_items(xoff, xdata) if xoff[-1] != xoff[0] else None
-            core.answer(rows, ids.tolist(), status.tolist(), reasons.tolist(), outputs, extras, time.monotonic_ns())
+            rows, (ids, status, reasons, outputs, extras, sent) = _RESPONSE.read_rows(reader.read(i))
+            core.answer(rows, ids, status, reasons, outputs, extras if any(extras) else None, time.monotonic_ns())
             if rows:
-                self.deliver_ns += rows * (time.monotonic_ns() - int(sent[0]))
+                self.deliver_ns += rows * (time.monotonic_ns() - sent[0])
                 self.deliver_n += rows
         if n:
             reader.release(n)  # posts the scheduler if it may be waiting for a free slot

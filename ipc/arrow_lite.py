@@ -169,9 +169,10 @@ class FrameCodec:
         """Write one message of `n` rows into `slot`; returns its size in bytes.
 
         `columns[i]` per column kind: prim -> 1-D numpy array (or sequence) of n values; bool ->
-        n truthy values; binary -> (offsets int32[n+1] starting at 0, bytes-like data or a list
-        of bytes-like chunks, copied into the slot back to back); list -> C-contiguous (n, width)
-        array. Raises OverflowError when the message does not fit.
+        n truthy values; binary -> (offsets int32[n+1] starting at 0, as an array or a list,
+        bytes-like data or a list of bytes-like chunks, copied into the slot back to back);
+        list -> C-contiguous (n, width) array. Raises OverflowError when the message does not
+        fit.
 
         Each column's bytes go into the slot as soon as they are known (a prim column given as
         a list is packed by one `struct` call, no numpy array built); what is written past the
@@ -199,15 +200,24 @@ class FrameCodec:
                 mv = _flat(np.ascontiguousarray(data, dtype=col.dtype))
             elif kind == "binary":
                 offsets, blob = data
-                ob = _flat(np.ascontiguousarray(offsets, dtype="<i4"))
-                lo = len(ob)
+                if type(offsets) is list:  # packed by struct below (numpy if it refuses)
+                    ob = None
+                    lo = 4 * len(offsets)
+                else:
+                    ob = _flat(np.ascontiguousarray(offsets, dtype="<i4"))
+                    lo = len(ob)
                 dpos = off + ((lo + 7) & ~7)
                 chunks = _chunks(blob) if type(blob) is list else [_bytes(blob)]
                 dlen = sum(map(len, chunks)) if len(chunks) != 1 else len(chunks[0])
                 if dpos + dlen > room:
                     raise self._overflow(slot, n, columns)
                 bufs += (off, 0, off, lo, dpos, dlen)
-                if lo:
+                if ob is None:
+                    try:
+                        _struct(f"<{len(offsets)}i").pack_into(slot, body + off, *offsets)
+                    except (struct.error, OverflowError):
+                        ob = _flat(np.ascontiguousarray(offsets, dtype="<i4"))
+                if lo and ob is not None:
                     slot[body + off : body + off + lo] = ob
                 pos = body + dpos
                 for c in chunks:
@@ -300,6 +310,57 @@ class FrameCodec:
             out.append(arr)
         return n, out
 
+
+    def read_rows(self, view: memoryview) -> tuple[int, list]:
+        """(rows, columns) of a message as Python values, for consumers that want lists and
+        must let the slot go: prim -> list of n numbers (one struct call), binary -> list of
+        n `bytes` (one copy of the data, then a slice per row); list and bool columns as
+        `read` gives them (views over `view`)."""
+        n, nodes, bufs, body = self._parse_own(view)
+        if len(nodes) != 2 * self.nodes or len(bufs) != 2 * self.nbuffers:
+            return self._as_rows(*self.read(view))  # `read` raises the precise FrameError
+        out = []
+        ni = bi = 0
+        for col in self.cols:
+            if nodes[ni + 1]:
+                raise FrameError("null values are not supported")
+            kind = col.kind
+            if kind == "prim" and col.code:
+                out.append(list(_struct(f"<{n}{col.code}").unpack_from(view, body + bufs[bi + 2])) if n else [])
+                bi += 4
+                ni += 2
+            elif kind == "binary":
+                o_off, d_off, d_len = bufs[bi + 2], bufs[bi + 4], bufs[bi + 5]
+                if not n:
+                    out.append([])
+                else:
+                    o = _struct(f"<{n + 1}i").unpack_from(view, body + o_off)
+                    base = o[0]
+                    if o[n] - base > d_len:
+                        raise FrameError("binary offsets outside their data buffer")
+                    blob = bytes(view[body + d_off + base : body + d_off + o[n]])
+                    if base:
+                        o = [x - base for x in o]
+                    out.append([blob[o[i] : o[i + 1]] for i in range(n)])
+                bi += 6
+                ni += 2
+            else:  # numpy's reading (and its checks) for the rest
+                return self._as_rows(*self.read(view))
+        return n, out
+
+    def _as_rows(self, n: int, cols: list) -> tuple[int, list]:
+        out = []
+        for col, c in zip(self.cols, cols, strict=True):
+            if col.kind == "prim":
+                out.append(c.tolist())
+            elif col.kind == "binary":
+                offsets, data = c
+                blob = data.tobytes()
+                o = (offsets - offsets[0]).tolist()
+                out.append([blob[o[i] : o[i + 1]] for i in range(n)])
+            else:
+                out.append(c)
+        return n, out
 
     def _parse_own(self, view) -> tuple[int, tuple, tuple, int]:
         """`_parse`, shortened for a message laid out as `write` lays them out (every message

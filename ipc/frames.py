@@ -43,10 +43,10 @@ def write_model_stamps(slot: memoryview, t_in_ns: int, t_out_ns: int) -> None:
 def read_model_stamps(view: memoryview) -> tuple[int, int]:
     return int.from_bytes(view[:8], "little"), int.from_bytes(view[8:16], "little")
 
-def binary_column(chunks: list[bytes]) -> tuple[np.ndarray, bytes]:
-    """(int32 offsets, data) of a binary column: one join, no per-element Arrow calls."""
-    offsets = np.fromiter(accumulate(map(len, chunks), initial=0), np.int32, len(chunks) + 1)
-    return offsets, b"".join(chunks)
+def binary_column(chunks: list[bytes]) -> tuple[list[int], bytes]:
+    """(offsets, data) of a binary column for `FrameCodec.write`: one join, no per-element
+    Arrow calls; the offsets a list (the codec packs a list with one struct call)."""
+    return list(accumulate(map(len, chunks), initial=0)), b"".join(chunks)
 
 
 def binary_items(offsets: np.ndarray, data: np.ndarray) -> list[bytes]:

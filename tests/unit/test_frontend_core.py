@@ -119,7 +119,7 @@ def test_a_requests_queries_go_into_one_tick_batch_in_order():
     assert priorities == [1, 1, 1, 0]
     assert uids == [9, 9, 9, -1]
     assert starts == [11, 11, 11, 12]
-    assert offsets.tolist() == [0, 2, 4, 6, 8]
+    assert offsets == [0, 2, 4, 6, 8]
     assert chunks == [b"a0", b"a1", b"a2", b"b0"]
     assert core.inflight == {a[0]: (pa, 0), a[1]: (pa, 1), a[2]: (pa, 2), b[0]: (pb, 0)}
     # the next tick asks for its own flush
@@ -136,7 +136,7 @@ def test_one_chunk_may_hold_several_queries():
     rig.core.end_tick()
     (rows, cols), = rig.core.backlog
     assert rows == 3
-    assert cols[-1][0].tolist() == [0, 2, 4, 6] and cols[-1][1] == [b"aabbcc"]
+    assert cols[-1][0] == [0, 2, 4, 6] and cols[-1][1] == [b"aabbcc"]
 
 
 def test_sealed_batch_is_a_submit_message():
