@@ -31,7 +31,6 @@ import resource
 import socket
 import time
 from collections import deque
-from functools import partial
 
 import httptools
 import uvloop
@@ -46,7 +45,7 @@ from schooner.frontend.routes_v2 import V2Routes
 from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.board import Board
-from schooner.ipc.channel import Doorbell, RingReader, RingWriter
+from schooner.ipc.channel import TSO, Doorbell, RingReader, RingWriter, full_fence
 from schooner.ipc.shm import Segment
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class FrontendProc:
         self._fe_label = fe
         self.core = FrontendCore(
             args.index, args.incarnation, self.submit.ring.slot_nbytes - 4096,
-            schedule_flush=partial(loop.call_soon, self._flush), report_drained=self._report_drained,
+            schedule_flush=self._schedule_tick, report_drained=self._report_drained,
             duration=self.m_duration,
         )
         self.v2 = V2Routes(self)
@@ -288,6 +287,22 @@ class FrontendProc:
                     self._send_feedback()
                 self.core.feedback_answered(*waiting, msg.error)
 
+    def _schedule_tick(self) -> None:
+        """The first query of a tick: the tick runs before the loop can block again, and it
+        looks at the response ring, so the scheduler need not post this process meanwhile
+        (the ring's wake-up protocol, `schooner.ipc.ring`: the tick's end is C1-C3)."""
+        if TSO:
+            self.responses.ring.set_sleeping(False)
+        self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._flush()
+        ring = self.responses.ring
+        ring.set_sleeping(True)  # C1: from here on the scheduler posts our doorbell
+        full_fence()  # C2
+        if ring.pending():  # C3: what came while the flag was 0 is read now
+            self._drain_responses()
+
     def _flush(self) -> None:
         """Once per tick (and when answers may have freed submit slots): seal the tick batch
         and write what the backlog holds into the submit ring, posting the scheduler once."""
@@ -309,6 +324,9 @@ class FrontendProc:
 
     def on_bell(self) -> None:
         self.bell.clear()
+        self._drain_responses()
+
+    def _drain_responses(self) -> None:
         reader = self.responses
         n = reader.pending()
         core = self.core

@@ -64,8 +64,12 @@ is still there when it polls and the poll returns at once. Conversely when P3 re
 consumer is between C5 and its next C1, and that next C1/C2/C3 sees P1 by the same litmus
 argument: every message published is either seen by a C3 or posted. A post whose load read a
 stale 1 (the consumer already woke) costs one spurious wake-up, never a lost one. The flag
-starts at 1 (``create``), so a consumer that never stores it (the frontend: its event loop
-sleeps in epoll, not here) is posted at every flush, which is the plain eventfd protocol.
+starts at 1 (``create``), so a consumer that never stores it is posted at every flush, which
+is the plain eventfd protocol. The frontend's event loop sleeps in epoll, not in a `Waiter`:
+it stores 0 on its response ring when it schedules a tick (a callback the loop runs before it
+can block again), and the tick's end is its C1-C3 (store 1, fence, look at the ring and read
+what is there); so the flag is 0 only while a tick that will look is pending
+(``tests/e2e/test_frontend_wakeup.py``).
 A producer blocked on a *full* ring is woken the plain way: the consumer posts it whenever a
 release frees a full ring (`release` returns True). The protocol is model-checked over TSO
 store buffers in ``tests/unit/test_wakeup_model.py`` and stressed across processes in

@@ -126,3 +126,14 @@ class OrderRecorder:
             f.write("".join(f"{int(r[0])}\n" for r in flat))
         time.sleep(float(flat[:, 1].max()) / 1000.0)
         return flat.sum(axis=1)
+
+
+class SumModel:
+    """The cheapest model there is (numpy's sum of each row): answers come back within tens of
+    microseconds, the timing that races the frontend's tick against the scheduler's answers."""
+
+    def setup(self, device: str) -> None:
+        pass
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return batch.sum(axis=1, dtype=np.float32)
