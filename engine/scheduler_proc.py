@@ -495,14 +495,17 @@ class SchedulerProc:
 
     def _execute(self, actions) -> None:
         outboxes = self.outboxes
+        sent = False
         for a in actions:
-            if type(a) is Respond:
+            t = type(a)
+            if t is Respond:
                 outboxes[a.query.frontend].add(a)
-            elif type(a) is SendBatch:
+            elif t is SendBatch:
                 self._send_batch(a)
-            elif type(a) is RetiredReplica:
+                sent = True
+            elif t is RetiredReplica:
                 self._retired(a.model, a.replica)
-        if any(type(a) is SendBatch for a in actions):
+        if sent:
             flush_all(self.model_inputs)
 
     def _send_batch(self, a: SendBatch) -> None:
