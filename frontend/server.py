@@ -296,10 +296,12 @@ class FrontendProc:
         self.loop.call_soon(self._tick)
 
     def _tick(self) -> None:
-        self._flush()
-        ring = self.responses.ring
-        ring.set_sleeping(True)  # C1: from here on the scheduler posts our doorbell
-        full_fence()  # C2
+        try:
+            self._flush()
+        finally:  # whatever happened above, the flag must not stay 0 with no tick pending
+            ring = self.responses.ring
+            ring.set_sleeping(True)  # C1: from here on the scheduler posts our doorbell
+            full_fence()  # C2
         if ring.pending():  # C3: what came while the flag was 0 is read now
             self._drain_responses()
 

@@ -238,6 +238,8 @@ class FrameCodec:
             if nb:
                 slot[body + off : body + off + nb] = mv
             off += (nb + 7) & ~7
+        if off > room:  # the last column fits, its padding to 8 bytes does not
+            raise self._overflow(slot, n, columns)
         meta = self._meta_nbytes
         _PREFIX.pack_into(
             slot, 0,
@@ -355,7 +357,7 @@ class FrameCodec:
                 out.append(c.tolist())
             elif col.kind == "binary":
                 offsets, data = c
-                blob = data.tobytes()
+                blob = data[offsets[0] : offsets[-1]].tobytes()  # offsets index the whole buffer
                 o = (offsets - offsets[0]).tolist()
                 out.append([blob[o[i] : o[i + 1]] for i in range(n)])
             else:

@@ -51,8 +51,8 @@ def binary_column(chunks: list[bytes]) -> tuple[list[int], bytes]:
 
 def binary_items(offsets: np.ndarray, data: np.ndarray) -> list[bytes]:
     """The byte strings of a binary column read by `FrameCodec.read` (copies each item)."""
-    blob = data.tobytes()
     base = int(offsets[0])
+    blob = data[base : int(offsets[-1])].tobytes()  # offsets index the whole data buffer
     o = (offsets - base).tolist()
     return [blob[o[i] : o[i + 1]] for i in range(len(o) - 1)]
 

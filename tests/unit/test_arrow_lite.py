@@ -258,3 +258,36 @@ def test_read_rows_gives_the_values_read_gives(rows, skip):
     _, got = mixed.read_rows(slot[:k])
     assert got[0] == [r[0] for r in m_rows] and got[4] == [r[1] for r in m_rows]
     assert got[2].tolist() == [r[0] % 2 == 1 for r in m_rows]
+
+
+_PADDED_CASES = [
+    (frames.SUBMIT_SCHEMA, [[1, 2], [0, 0], [5, 5], [0, 0], [-1, -1], [7, 7], frames.binary_column([b"abc", b"de"])]),
+    (pa.schema([("b", pa.binary())]), [frames.binary_column([b"abc", b"de"])]),
+    (pa.schema([("t", pa.list_(pa.uint8(), 5))]), [np.arange(10, dtype=np.uint8).reshape(2, 5)]),
+]
+
+
+@pytest.mark.parametrize(("schema", "cols"), _PADDED_CASES)
+def test_a_slot_that_holds_the_last_column_but_not_its_padding_is_refused(schema, cols):
+    """A message's size counts the last column's padding to 8 bytes: in a slot whose length
+    is not a multiple of 8, one that ends within 7 bytes of the end does not fit (the ring
+    would refuse to publish more bytes than the slot has)."""
+    codec = FrameCodec(schema)
+    n = codec.write(memoryview(bytearray(4096)), 2, cols)
+    assert n % 8 == 0
+    for room in range(n - 7, n):
+        with pytest.raises(OverflowError, match=f"record batch of {n} bytes"):
+            codec.write(memoryview(bytearray(room)), 2, cols)
+    assert codec.write(memoryview(bytearray(n)), 2, cols) == n
+
+
+def test_binary_items_of_a_column_whose_offsets_do_not_start_at_zero():
+    offsets = np.array([3, 5, 8], np.int32)
+    data = np.frombuffer(b"xxxabcde", np.uint8)
+    assert frames.binary_items(offsets, data) == [b"ab", b"cde"]
+    schema = pa.schema([("b", pa.binary()), ("f", pa.bool_())])  # a bool column: read_rows's fallback
+    codec = FrameCodec(schema)
+    slot = memoryview(bytearray(4096))
+    k = codec.write(slot, 2, [([3, 5, 8], b"xxxabcde"), [True, False]])
+    _, (items, flags) = codec.read_rows(slot[:k])
+    assert items == [b"ab", b"cde"] and flags.tolist() == [True, False]
