@@ -58,7 +58,7 @@ def _pad8(n: int) -> int:
 def _bytes(x) -> memoryview:
     """A flat byte view of a numpy array or bytes-like object, without copying."""
     if isinstance(x, np.ndarray):
-        return memoryview(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
+        return _flat(np.ascontiguousarray(x))
     mv = memoryview(x)
     return mv.cast("B") if mv.ndim != 1 or mv.format != "B" else mv
 
@@ -340,10 +340,7 @@ class FrameCodec:
                     base = o[0]
                     if o[n] - base > d_len:
                         raise FrameError("binary offsets outside their data buffer")
-                    blob = bytes(view[body + d_off + base : body + d_off + o[n]])
-                    if base:
-                        o = [x - base for x in o]
-                    out.append([blob[o[i] : o[i + 1]] for i in range(n)])
+                    out.append(_items(bytes(view[body + d_off + base : body + d_off + o[n]]), o))
                 bi += 6
                 ni += 2
             else:  # numpy's reading (and its checks) for the rest
@@ -356,10 +353,7 @@ class FrameCodec:
             if col.kind == "prim":
                 out.append(c.tolist())
             elif col.kind == "binary":
-                offsets, data = c
-                blob = data[offsets[0] : offsets[-1]].tobytes()  # offsets index the whole buffer
-                o = (offsets - offsets[0]).tolist()
-                out.append([blob[o[i] : o[i + 1]] for i in range(n)])
+                out.append(binary_items(*c))
             else:
                 out.append(c)
         return n, out
@@ -383,6 +377,20 @@ class FrameCodec:
             if vals[1 + 2 * k] == self.nbuffers:
                 return _I64.unpack_from(view, 80)[0], vals[1 : 1 + 2 * k], vals[2 + 2 * k :], 8 + meta
         return _parse(view)
+
+
+def binary_items(offsets: np.ndarray, data: np.ndarray) -> list[bytes]:
+    """The byte strings of a binary column read by `FrameCodec.read` (copies each item)."""
+    base = int(offsets[0])
+    return _items(data[base : int(offsets[-1])].tobytes(), offsets.tolist())  # offsets index the whole buffer
+
+
+def _items(blob: bytes, o) -> list[bytes]:
+    """`blob` (the column's bytes from offset o[0] on) cut at offsets `o` (n + 1 of them)."""
+    base = o[0]
+    if base:
+        o = [x - base for x in o]
+    return [blob[o[i] : o[i + 1]] for i in range(len(o) - 1)]
 
 
 def _parse(view) -> tuple[int, tuple, tuple, int]:

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from schooner.ipc.arrow_lite import FrameCodec, FrameError
+from schooner.ipc.arrow_lite import FrameCodec, FrameError, binary_items
 from schooner.ipc.wire import (  # noqa: F401 (re-exported: the schemas are defined with every wire type)
     MODEL_STAMPS_NBYTES,
     NUMPY_DTYPES,
@@ -47,14 +47,6 @@ def binary_column(chunks: list[bytes]) -> tuple[list[int], bytes]:
     """(offsets, data) of a binary column for `FrameCodec.write`: one join, no per-element
     Arrow calls; the offsets a list (the codec packs a list with one struct call)."""
     return list(accumulate(map(len, chunks), initial=0)), b"".join(chunks)
-
-
-def binary_items(offsets: np.ndarray, data: np.ndarray) -> list[bytes]:
-    """The byte strings of a binary column read by `FrameCodec.read` (copies each item)."""
-    base = int(offsets[0])
-    blob = data[base : int(offsets[-1])].tobytes()  # offsets index the whole data buffer
-    o = (offsets - base).tolist()
-    return [blob[o[i] : o[i + 1]] for i in range(len(o) - 1)]
 
 
 class TextRows:
