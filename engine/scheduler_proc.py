@@ -13,7 +13,6 @@ copy until their batch is written to a model.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -44,11 +43,11 @@ from schooner.ipc import frames, protocol
 from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.board import Board
 from schooner.ipc.channel import Doorbell, RingReader, RingWriter, Waiter, flush_all
+from schooner.ipc.rows import pack_rows, render_scores
 from schooner.ipc.shm import Segment
 from schooner.ipc.wire import REASON_TEXT, AnswerStatus, DefaultReason
 
 log = logging.getLogger(__name__)
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _SUBMIT = FrameCodec(frames.SUBMIT_SCHEMA)
 PUBLISH_INTERVAL_NS = 20_000_000  # metrics snapshots: at most 50 per second, at most 20 ms stale
 _RESPONSE = FrameCodec(frames.RESPONSE_SCHEMA)
@@ -102,30 +101,6 @@ def build_core(config: ServerConfig, rng: random.Random | None = None) -> Schedu
 
 
 _V2_TYPES = {"f4": "FP32", "f8": "FP64", "i8": "INT64", "u1": "BOOL"}
-
-
-def render_outputs(scores: np.ndarray | frames.TextRows) -> list[bytes]:
-    """JSON text of each row of a model's scores ((n,) values or (n, k) rows). Strings are
-    JSON strings (as Clipper answers them). Non-finite floats are written NaN, Infinity and
-    -Infinity, as Triton writes them (Python's json and tritonclient read them back)."""
-    if isinstance(scores, frames.TextRows):
-        if scores.kind == "json":
-            return scores.items
-        return [orjson.dumps(t.decode(errors="replace")) for t in scores.items]
-    if scores.dtype == np.uint8:  # booleans travel as bytes
-        return [b"true" if v else b"false" for v in scores.tolist()]
-    if scores.dtype.kind == "f" and not np.isfinite(scores).all():
-        return [json.dumps(r).encode() for r in scores.tolist()]
-    if len(scores) < 4:
-        return [orjson.dumps(r, option=_NUMPY) for r in scores]
-    # one orjson call per batch, cut into rows: numbers hold no "," and rows no "],["
-    text = orjson.dumps(np.ascontiguousarray(scores), option=_NUMPY)
-    if scores.ndim == 1:
-        return text[1:-1].split(b",") if len(scores) else []
-    if scores.shape[1] == 0:
-        return [b"[]"] * len(scores)
-    rows = text[2:-2].split(b"],[")
-    return [b"[" + r + b"]" for r in rows]
 
 
 def output_meta(scores: np.ndarray | frames.TextRows) -> dict:
@@ -216,7 +191,8 @@ class SchedulerProc:
         # submit (frontend in -> here), queue (here -> model in), model, return (model out -> answer written)
         self.stage_ns = [0, 0, 0, 0]
         self.stage_n = [0, 0, 0, 0]
-        self.sent: dict[tuple[int, int], tuple[int, int]] = {}  # (model, replica) -> (queries, sum of arrivals)
+        # (model, replica) -> (queries, sum of arrivals, every query wants a typed answer)
+        self.sent: dict[tuple[int, int], tuple[int, int, bool]] = {}
         self.returns: list[tuple[int, int]] = []  # this turn's answered batches: (queries, model out)
         self.readers: list[RingReader] = []  # every ring this process consumes
         self.model_inputs: list[RingWriter] = []  # every live replica's input ring
@@ -444,16 +420,18 @@ class SchedulerProc:
             for i in range(n):
                 queries = []
                 # lists and one bytes object per input: the slot goes back at the release below
-                rows, (ids, apps, deadlines, prios, uids, starts, payloads) = _SUBMIT.read_rows(reader.read(i))
+                rows, (ids, apps, deadlines, prios, uids, starts, payloads, typed) = _SUBMIT.read_rows(reader.read(i))
                 self.stage_ns[0] += time.monotonic_ns() * rows - sum(starts)
                 self.stage_n[0] += rows
-                for qid, app, deadline, prio, uid, payload in zip(ids, apps, deadlines, prios, uids, payloads, strict=True):
+                for qid, app, deadline, prio, uid, payload, ty in zip(ids, apps, deadlines, prios, uids, payloads, typed, strict=True):
                     d = digest_of[app]
                     q = Query(fi, qid, app, deadline, payload, d(payload) if d is not None else None)
                     if prio:
                         q.priority = prio
                     if uid >= 0:
                         q.uid = uid
+                    if ty:
+                        q.typed = True
                     queries.append(q)
                 submit_all(queries, now)
             if n:
@@ -473,7 +451,7 @@ class SchedulerProc:
             scores, error = self.scores.read(view[_STAMPS:])
             view = None
             now = time.monotonic_ns()
-            queries, arrivals = self.sent.pop((mi, ri), (0, 0))
+            queries, arrivals, typed = self.sent.pop((mi, ri), (0, 0, False))
             if queries:
                 self.stage_ns[1] += queries * t_in - arrivals
                 self.stage_ns[2] += queries * (t_out - t_in)
@@ -486,7 +464,9 @@ class SchedulerProc:
                 if self.output_meta[mi] is None:
                     self.output_meta[mi] = output_meta(scores)
                     self.published_ns = 0  # tell the frontends at the end of this turn
-                self.core.batch_done(mi, ri, render_outputs(scores), None, now)
+                # a batch of V2 queries only answers typed rows; others JSON text, rendered here
+                # once per batch (the frontend renders a typed row a JSON answer meets, from the cache)
+                self.core.batch_done(mi, ri, pack_rows(scores) if typed else render_scores(scores), None, now)
             scores = None
         if n:
             reader.release(n)
@@ -515,7 +495,9 @@ class SchedulerProc:
         dtype = self.dtypes[a.model]
         payloads = [q.payload for q in a.queries]
         n = len(payloads)
-        self.sent[a.model, a.replica] = (n, sum([q.arrival_ns for q in a.queries]))
+        queries = a.queries
+        typed = queries[0].typed and all([q.typed for q in queries])
+        self.sent[a.model, a.replica] = (n, sum([q.arrival_ns for q in queries]), typed)
         if dtype is not None:
             column = np.frombuffer(b"".join(payloads), dtype).reshape(n, cfg.input_width)
         else:

@@ -33,6 +33,7 @@ import orjson
 
 from schooner.frontend.codec import RequestError, encode_batch, encode_prediction
 from schooner.frontend.pending import PendingRequest
+from schooner.ipc.rows import TYPED_FIRST, render_rows
 from schooner.ipc.wire import HTTP_STATUS, REASON_TEXT
 
 ROW_OVERHEAD = 64  # Arrow bytes per query besides its input (offsets, ids, deadline, padding)
@@ -51,7 +52,7 @@ class FrontendCore:
     """The tick batch, the in-flight table, answering and the drain state of one frontend."""
 
     __slots__ = ("max_query_nbytes", "schedule_flush", "report_drained", "duration", "next_id", "inflight",
-                 "requests_inflight", "t_ids", "t_apps", "t_deadlines", "t_priorities", "t_uids", "t_starts",
+                 "requests_inflight", "t_ids", "t_apps", "t_deadlines", "t_priorities", "t_uids", "t_starts", "t_typed",
                  "t_chunks", "t_lens", "t_nbytes", "flush_scheduled", "backlog", "fb_waiting", "draining",
                  "scheduler_down")  # fmt: skip
 
@@ -75,6 +76,7 @@ class FrontendCore:
         self.t_deadlines: list[int] = []
         self.t_priorities: list[int] = []
         self.t_uids: list[int] = []
+        self.t_typed: list[int] = []
         self.t_starts: list[int] = []
         self.t_chunks: list[bytes] = []  # input bytes; a chunk may hold several queries' rows
         self.t_lens: list[int] = []  # one input length per query
@@ -107,7 +109,7 @@ class FrontendCore:
 
     def enqueue(
         self, pending: PendingRequest, route: int, deadline_ns: int, chunks: list[bytes], lens: list[int],
-        priority: int = 0, uid: int = -1,
+        priority: int = 0, uid: int = -1, typed: int = 0,
     ) -> None:
         """Queue one request's queries (`lens` gives each query's share of `chunks`, in order)
         for this tick's submit batch. Nothing can fail after this point: every query will be
@@ -127,6 +129,7 @@ class FrontendCore:
             self.t_deadlines.append(deadline_ns)
             self.t_priorities.append(priority)
             self.t_uids.append(uid)
+            self.t_typed.append(typed)
             self.t_starts.append(pending.start_ns)
             self.t_lens.append(lens[0])
         else:
@@ -137,6 +140,7 @@ class FrontendCore:
             self.t_deadlines.extend([deadline_ns] * n)
             self.t_priorities.extend([priority] * n)
             self.t_uids.extend([uid] * n)
+            self.t_typed.extend([typed] * n)
             self.t_starts.extend([pending.start_ns] * n)
             self.t_lens.extend(lens)
         self.t_chunks.extend(chunks)
@@ -152,13 +156,13 @@ class FrontendCore:
         offsets = list(accumulate(self.t_lens, initial=0))
         self.backlog.append(
             (len(self.t_ids), [self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids,
-                               self.t_starts, (offsets, self.t_chunks)])  # the chunks are copied into the slot once
+                               self.t_starts, (offsets, self.t_chunks), self.t_typed])  # the chunks are copied into the slot once
         )
         self._new_tick()
 
     def _new_tick(self) -> None:
         self.t_ids, self.t_apps, self.t_deadlines, self.t_priorities, self.t_uids = [], [], [], [], []
-        self.t_starts = []
+        self.t_starts, self.t_typed = [], []
         self.t_chunks, self.t_lens = [], []
         self.t_nbytes = 0
 
@@ -174,9 +178,12 @@ class FrontendCore:
         extras: list[bytes] | None, now_ns: int,
     ) -> None:
         """One response message: per row its query id, `AnswerStatus`, `DefaultReason` (NONE:
-        not a default) and output (the error cause when the status is not OK); `extras` (more
+        not a default) and output (a typed row or JSON text, `schooner.ipc.rows`; the error cause
+        when the status is not OK). Clipper answers take the row's JSON text (the message's typed
+        rows are rendered once, on the first that needs it); V2 answers keep the row. `extras` (more
         JSON members) is None when all are empty. Rows of unknown ids are ignored."""
         inflight = self.inflight
+        texts = None  # the message's rows as JSON text, rendered once if a JSON answer needs them
         for j, qid, st, reason in zip(range(rows), ids, status, reasons, strict=True):
             entry = inflight.pop(qid, None)
             if entry is None:
@@ -189,7 +196,12 @@ class FrontendCore:
                 why = REASON_TEXT[reason] if reason else None
                 extra = extras[j] if extras else b""
                 if p.render is None:
-                    p.outputs[k] = encode_prediction(qid, outputs[j], reason != 0, why, extra)
+                    out = outputs[j]
+                    if out and out[0] in TYPED_FIRST:
+                        if texts is None:
+                            texts = render_rows(outputs)
+                        out = texts[j]
+                    p.outputs[k] = encode_prediction(qid, out, reason != 0, why, extra)
                 else:
                     p.outputs[k] = (outputs[j], reason != 0, why, qid, extra)
             p.remaining -= 1

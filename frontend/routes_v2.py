@@ -32,10 +32,10 @@ from schooner.frontend.v2 import (
     InferRequest,
     V2Error,
     _bytes_items,
+    answer_tensor,
     binary_bytes,
     decode_infer,
     encode_infer_response,
-    rows_to_tensor,
     to_app_rows,
 )
 
@@ -373,7 +373,7 @@ class V2Routes:
         meta = self.output_meta(ri)
         render = _renderer(name, version, req, unbatched, out_shm, self.shm, meta["datatype"] if meta else None)
         pending = PendingRequest(conn, slot, n, True, now, render)
-        fe.core.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority)
+        fe.core.enqueue(pending, ri, now + slo_us * 1000, chunks, lens, priority, typed=1)
 
     def _raw_request(self, r, body: bytes) -> InferRequest:
         """`Inference-Header-Content-Length: 0`: the whole body is the one input, binary."""
@@ -420,7 +420,7 @@ def _renderer(name: str, version: str | None, req: InferRequest, unbatched: bool
             params["models_used"] = min(m["models_used"] for m in members)
         params = params or None
         try:
-            arr, dt = rows_to_tensor(rows, datatype)
+            arr, dt = answer_tensor(rows, datatype)
         except (ValueError, TypeError):
             why = defaults[0] if defaults else "the model's outputs differ in shape"
             return 503, orjson.dumps({"error": why}), b"", _JSON

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
+from schooner.ipc import rows
+
 DATATYPES: dict[str, np.dtype | None] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
@@ -302,6 +304,33 @@ def rows_to_tensor(rows: list[bytes], datatype: str | None) -> tuple[np.ndarray,
     if datatype == "BF16":
         return float32_to_bf16(arr.astype(np.float32)), datatype
     return arr.astype(DATATYPES[datatype]), datatype
+
+
+_SOURCE = {rows.F32: "FP32", rows.F64: "FP64", rows.I64: "INT64", rows.BOOL: "BOOL"}
+
+
+def answer_tensor(answers: list[bytes], datatype: str | None) -> tuple[np.ndarray, str]:
+    """The output tensor of N per-query answer rows (typed or JSON text, `schooner.ipc.rows`),
+    as `rows_to_tensor` gives it from their JSON text. Rows of one numeric form are copied
+    straight into the tensor when that gives the same values: the target is their own type,
+    or they are float64, int64 or booleans (which JSON carries exactly); float32 rows only to
+    FP32 or BF16 (JSON carries float32 as its shortest decimal). Anything else (defaults among
+    the rows, JSON rows, strings, width 0) is rendered to JSON and parsed as before."""
+    u = rows.uniform(answers)
+    if u is not None:
+        kind, vector, arr = u
+        arr = np.ascontiguousarray(arr)  # casts out of range are numpy's contiguous loop's, as from JSON
+        src = _SOURCE[kind]
+        target = datatype or ("FP32" if kind in (rows.F32, rows.F64) else src)
+        if (not vector or arr.shape[1]) and target != "BYTES" and (
+            kind != rows.F32 or target in ("FP32", "BF16")
+        ):
+            if kind == rows.BOOL:
+                arr = arr.astype(bool)
+            if target == "BF16":
+                return float32_to_bf16(arr.astype(np.float32)), target
+            return arr.astype(DATATYPES[target]), target
+    return rows_to_tensor(rows.render_rows(answers), datatype)
 
 
 def binary_bytes(arr: np.ndarray, datatype: str) -> bytes:

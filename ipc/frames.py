@@ -26,6 +26,7 @@ import orjson
 import pyarrow as pa
 
 from schooner.ipc.arrow_lite import FrameCodec, FrameError, binary_items
+from schooner.ipc.rows import TextRows  # noqa: F401 (re-exported)
 from schooner.ipc.wire import (  # noqa: F401 (re-exported: the schemas are defined with every wire type)
     MODEL_STAMPS_NBYTES,
     NUMPY_DTYPES,
@@ -47,21 +48,6 @@ def binary_column(chunks: list[bytes]) -> tuple[list[int], bytes]:
     """(offsets, data) of a binary column for `FrameCodec.write`: one join, no per-element
     Arrow calls; the offsets a list (the codec packs a list with one struct call)."""
     return list(accumulate(map(len, chunks), initial=0)), b"".join(chunks)
-
-
-class TextRows:
-    """Model outputs that are not numbers: one UTF-8 string (kind "string") or one JSON text
-    (kind "json") per row."""
-
-    __slots__ = ("kind", "items")
-
-    def __init__(self, kind: str, items: list[bytes]) -> None:
-        self.kind = kind
-        self.items = items
-
-    @property
-    def shape(self) -> tuple[int]:
-        return (len(self.items),)
 
 
 def _text_rows(rows, n: int) -> TextRows:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # -- control messages -----------------------------------------------------------------------
 
-PROTOCOL_VERSION = 3  # 3: stage timestamps in the rings, answers as enums, the sleeping word in the ring header
+PROTOCOL_VERSION = 4  # 3: stage timestamps in the rings, answers as enums, the sleeping word in the ring header; 4: typed answer rows (ipc/rows.py)
 MAX_CONTROL_NBYTES = 192 * 1024  # a Reconfigure carries the whole config; the socket buffer holds ~200 KiB
 
 
@@ -211,6 +211,7 @@ SUBMIT_SCHEMA = pa.schema(
         ("uid", pa.int64()),  # the user, for per-user selection state; -1: none
         ("start_ns", pa.int64()),  # CLOCK_MONOTONIC when the frontend parsed the request (stage timing)
         ("input", pa.binary()),
+        ("typed", pa.uint8()),  # 1: answer with a typed row (the V2 route), 0: with JSON text (ipc/rows.py)
     ]
 )
 
@@ -238,7 +239,7 @@ class DefaultReason(IntEnum):
 
 REASON_TEXT = ("", SLO_EXPLANATION, NO_MODEL_EXPLANATION, LOW_CONFIDENCE_EXPLANATION)  # by DefaultReason
 
-# `output`: JSON text of the answer's "output" when status is OK, else the error cause (utf-8).
+# `output`: the answer row when status is OK (a typed row or JSON text: `schooner.ipc.rows`), else the error cause (utf-8).
 RESPONSE_SCHEMA = pa.schema(
     [
         ("query_id", pa.uint64()),

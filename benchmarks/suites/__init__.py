@@ -18,4 +18,5 @@ SUITES: dict[str, tuple[str, str]] = {
     "readme": ("benchmarks.suites.readme", "print the README's tables from benchmarks/published/ (command, date, machine, spread)"),
     "ipc": ("benchmarks.micro.ipc", "micro: the IPC round trips of DESIGN.md's table"),
     "scheduler-core": ("benchmarks.micro.metrics_cost", "micro: the scheduler core's cost per query, with and without metrics"),
+    "answers": ("benchmarks.micro.answers", "micro: a V2 answer from scores to tensor, JSON rows vs typed rows"),
 }

@@ -98,6 +98,7 @@ class Query:
     uid: int = -1  # the user (Clipper's context) when the request named one
     model: int = -1  # set on the sub-queries of a selection policy: the model asked
     parent: Ensemble | None = None  # set on sub-queries: the query they answer for
+    typed: bool = False  # its answer is wanted as a typed row (V2), not JSON text (ipc/rows.py)
 
 
 @dataclass(frozen=True, slots=True)

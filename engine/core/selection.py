@@ -35,17 +35,16 @@ ensemble's outputs are kept for feedback, the oldest dropped beyond `RECENT_PRED
 
 from __future__ import annotations
 
-import json
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-import numpy as np
 import orjson
 
 from schooner.engine.core.policies import ContextStates, Selection
+from schooner.ipc.rows import policy_input
 
 if TYPE_CHECKING:
     from schooner.engine.core.scheduler import AppRoute, Query
@@ -136,7 +135,7 @@ class SelectionCore:
         if ens.query.done:
             return None
         if output is not None:
-            ens.outputs[sub.model] = _scores(output)
+            ens.outputs[sub.model] = policy_input(output)
         elif error is not None and ens.error is None:
             ens.error = error
         ens.remaining -= 1
@@ -225,26 +224,6 @@ class SelectionCore:
             self.contexts[i] = restored
             return True
         return False
-
-
-def _scores(output: bytes):
-    """A model's JSON output as a policy input: a float, or a float vector."""
-    try:
-        v = orjson.loads(output)
-    except orjson.JSONDecodeError:  # NaN/Infinity tokens (see render_outputs) or not JSON
-        try:
-            v = json.loads(output)
-        except ValueError:
-            return None
-    if isinstance(v, list):
-        try:
-            arr = np.asarray(v, dtype=np.float64).reshape(-1)
-        except (ValueError, TypeError):  # ragged or not numbers: nothing a policy can weigh
-            return None
-        return arr
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v) if np.isfinite(v) else None  # a non-finite score counts as no answer
-    return None
 
 
 def _render(output) -> bytes:

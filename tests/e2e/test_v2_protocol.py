@@ -83,6 +83,20 @@ def test_infer_fp32_json_and_binary(client, binary):
     np.testing.assert_allclose(res.as_numpy("output"), x.sum(axis=1))
 
 
+def test_float32_answers_keep_the_models_bits(client, server):
+    """Answers travel typed to the frontend: a binary V2 output is the model's float32 values
+    as they were; V2 JSON writes them widened to float64 (as Triton does), Clipper JSON by
+    their shortest decimal."""
+    x = np.array([[0.1, 0, 0, 0], [1 / 3, 0, 0, 0]], dtype=np.float32)
+    want = x.sum(axis=1)
+    res = client.infer("sums", [tensor(x, "FP32", True)], outputs=[triton.InferRequestedOutput("output", binary_data=True)])
+    assert res.as_numpy("output").dtype == np.float32 and res.as_numpy("output").tobytes() == want.tobytes()
+    res = client.infer("sums", [tensor(x, "FP32", False)], outputs=[triton.InferRequestedOutput("output", binary_data=False)])
+    assert res.get_response()["outputs"][0]["data"] == want.tolist()
+    status, body = server.predict("sums", {"input": [0.1, 0, 0, 0]})
+    assert status == 200 and body["output"] == 0.1 and not body["default"]
+
+
 def test_priority_and_timeout_parameters_are_accepted(client):
     x = np.ones((1, 4), dtype=np.float32) * 7
     res = client.infer("sums", [tensor(x, "FP32", True)], priority=1, timeout=2_000_000)

@@ -228,7 +228,7 @@ def test_binary_offsets_given_as_a_list_or_an_array_give_the_same_message(rows):
 
 _SUBMIT_ROW = st.tuples(
     st.integers(0, 2**64 - 1), st.integers(0, 2**16 - 1), st.integers(-(2**63), 2**63 - 1), st.integers(0, 255),
-    st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1), st.binary(max_size=40),
+    st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1), st.binary(max_size=40), st.integers(0, 1),
 )
 
 
@@ -240,7 +240,7 @@ def test_read_rows_gives_the_values_read_gives(rows, skip):
     that do not start at 0 (a writer that sliced) included."""
     codec = FrameCodec(frames.SUBMIT_SCHEMA)
     n = len(rows)
-    cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(7)]
+    cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(8)]
     blobs = cols[6]
     offsets = [skip + k for k in frames.binary_column(blobs)[0]]
     cols[6] = (offsets, b"x" * skip + b"".join(blobs))
@@ -249,7 +249,7 @@ def test_read_rows_gives_the_values_read_gives(rows, skip):
     got_n, got = codec.read_rows(slot[:k])
     assert got_n == n
     assert got[:6] == [list(c) for c in cols[:6]]
-    assert got[6] == blobs and all(type(b) is bytes for b in got[6])
+    assert got[6] == blobs and all(type(b) is bytes for b in got[6]) and got[7] == cols[7]
     _, viewed = codec.read(slot[:k])
     assert [c.tolist() for c in viewed[:6]] == got[:6]
     mixed = FrameCodec(MIXED)
@@ -261,7 +261,7 @@ def test_read_rows_gives_the_values_read_gives(rows, skip):
 
 
 _PADDED_CASES = [
-    (frames.SUBMIT_SCHEMA, [[1, 2], [0, 0], [5, 5], [0, 0], [-1, -1], [7, 7], frames.binary_column([b"abc", b"de"])]),
+    (frames.SUBMIT_SCHEMA, [[1, 2], [0, 0], [5, 5], [0, 0], [-1, -1], [7, 7], frames.binary_column([b"abc", b"de"]), [0, 1]]),
     (pa.schema([("b", pa.binary())]), [frames.binary_column([b"abc", b"de"])]),
     (pa.schema([("t", pa.list_(pa.uint8(), 5))]), [np.arange(10, dtype=np.uint8).reshape(2, 5)]),
 ]

@@ -111,7 +111,7 @@ def test_a_requests_queries_go_into_one_tick_batch_in_order():
     core.end_tick()
     assert not core.flush_scheduled and not core.t_ids and core.t_nbytes == 0
     (rows, cols), = core.backlog
-    ids, apps, deadlines, priorities, uids, starts, (offsets, chunks) = cols
+    ids, apps, deadlines, priorities, uids, starts, (offsets, chunks), typed = cols
     assert rows == 4
     assert ids == a + b
     assert apps == [2, 2, 2, 1]
@@ -120,7 +120,7 @@ def test_a_requests_queries_go_into_one_tick_batch_in_order():
     assert uids == [9, 9, 9, -1]
     assert starts == [11, 11, 11, 12]
     assert offsets == [0, 2, 4, 6, 8]
-    assert chunks == [b"a0", b"a1", b"a2", b"b0"]
+    assert chunks == [b"a0", b"a1", b"a2", b"b0"] and typed == [0] * 4
     assert core.inflight == {a[0]: (pa, 0), a[1]: (pa, 1), a[2]: (pa, 2), b[0]: (pb, 0)}
     # the next tick asks for its own flush
     rig.request([b"c"])
@@ -136,7 +136,7 @@ def test_one_chunk_may_hold_several_queries():
     rig.core.end_tick()
     (rows, cols), = rig.core.backlog
     assert rows == 3
-    assert cols[-1][0] == [0, 2, 4, 6] and cols[-1][1] == [b"aabbcc"]
+    assert cols[6][0] == [0, 2, 4, 6] and cols[6][1] == [b"aabbcc"]
 
 
 def test_sealed_batch_is_a_submit_message():
@@ -148,10 +148,10 @@ def test_sealed_batch_is_a_submit_message():
     codec = FrameCodec(frames.SUBMIT_SCHEMA)
     buf = memoryview(bytearray(1 << 16))
     codec.write(buf, rows, cols)
-    n, (qids, apps, deadlines, priorities, uids, starts, (off, data)) = codec.read(buf)
+    n, (qids, apps, deadlines, priorities, uids, starts, (off, data), typed) = codec.read(buf)
     assert n == 3 and qids.tolist() == ids and apps.tolist() == [4] * 3 and uids.tolist() == [5] * 3
     assert deadlines.tolist() == [9] * 3 and priorities.tolist() == [1] * 3 and starts.tolist() == [3] * 3
-    assert frames.binary_items(off, data) == [b"ab", b"", b"cde"]
+    assert frames.binary_items(off, data) == [b"ab", b"", b"cde"] and typed.tolist() == [0] * 3
 
 
 def test_a_tick_over_the_byte_limit_is_sealed_and_a_new_one_begun():
