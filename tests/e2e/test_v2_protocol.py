@@ -93,8 +93,16 @@ def test_float32_answers_keep_the_models_bits(client, server):
     assert res.as_numpy("output").dtype == np.float32 and res.as_numpy("output").tobytes() == want.tobytes()
     res = client.infer("sums", [tensor(x, "FP32", False)], outputs=[triton.InferRequestedOutput("output", binary_data=False)])
     assert res.get_response()["outputs"][0]["data"] == want.tolist()
+
+    def hits():
+        time.sleep(0.1)  # the scheduler's statistics snapshot trails by at most 20 ms
+        stats = client.get_inference_statistics("sums")["model_stats"][0]["inference_stats"]
+        return stats["cache_hit"]["count"]
+
+    before = hits()  # the V2 batch left typed rows in the cache: Clipper meets one and gets JSON
     status, body = server.predict("sums", {"input": [0.1, 0, 0, 0]})
     assert status == 200 and body["output"] == 0.1 and not body["default"]
+    assert hits() == before + 1
 
 
 def test_priority_and_timeout_parameters_are_accepted(client):

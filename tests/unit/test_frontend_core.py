@@ -5,6 +5,7 @@ see the core's answers leave on the wire in request order."""
 
 import types
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from schooner.frontend.codec import RequestError, encode_batch, encode_prediction
 from schooner.frontend.core import ROW_OVERHEAD, FrontendCore, error_body, first_query_id
 from schooner.frontend.pending import PendingRequest
-from schooner.ipc import frames
+from schooner.ipc import frames, rows
 from schooner.ipc.arrow_lite import FrameCodec
 from schooner.ipc.wire import HTTP_STATUS, REASON_TEXT, SLO_EXPLANATION
 
@@ -200,6 +201,22 @@ def test_defaults_explanations_and_extras_reach_the_prediction():
     assert conn.answers == [(["slot"], 200, body, JSON, b"")]
     got = orjson.loads(body)["batch_predictions"]
     assert got[1]["default_explanation"] == SLO_EXPLANATION and got[0]["confidence"] == 0.5
+
+
+def test_typed_rows_reach_clipper_as_json_and_v2_as_they_are():
+    """A Clipper answer that meets a typed row (one a V2 batch left in the cache) gets its JSON
+    text; a V2 answer gets the row; an error cause that looks typed stays the cause."""
+    rig = Rig()
+    typed = rows.pack_rows(np.array([[0.1, 2.0], [3.0, -1.0]], np.float32))
+    clip, _, (c0, c1) = rig.request([b"a", b"b"])
+    v2, _, (v0,) = rig.request([b"v"], render=lambda p: (200, p.outputs[0][0], b"", b"application/octet-stream"))
+    bad, _, (e0,) = rig.request([b"e"])
+    cause = typed[0][:6]
+    rig.bell([ok(c0, typed[0]), ok(v0, typed[1]), (e0, 500, cause), ok(c1, b"[7]")])
+    body = encode_batch([encode_prediction(c0, b"[0.1,2.0]", False, None), encode_prediction(c1, b"[7]", False, None)])
+    assert clip.answers == [(["slot"], 200, body, JSON, b"")]
+    assert v2.answers == [(["slot"], 200, typed[1], b"application/octet-stream", b"")]
+    assert bad.answers[0][1] == 500 and orjson.loads(bad.answers[0][2])["cause"] == cause.decode(errors="replace")
 
 
 @settings(max_examples=150, deadline=None)
