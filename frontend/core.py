@@ -179,11 +179,11 @@ class FrontendCore:
     ) -> None:
         """One response message: per row its query id, `AnswerStatus`, `DefaultReason` (NONE:
         not a default) and output (a typed row or JSON text, `schooner.ipc.rows`; the error cause
-        when the status is not OK). Clipper answers take the row's JSON text (the message's typed
-        rows are rendered once, on the first that needs it); V2 answers keep the row. `extras` (more
+        when the status is not OK). Clipper answers take the row's JSON text (the typed rows they
+        meet are rendered together, after the others); V2 answers keep the row. `extras` (more
         JSON members) is None when all are empty. Rows of unknown ids are ignored."""
         inflight = self.inflight
-        texts = None  # the message's rows as JSON text, rendered once if a JSON answer needs them
+        typed = None  # JSON answers of typed rows: rendered together after the loop
         for j, qid, st, reason in zip(range(rows), ids, status, reasons, strict=True):
             entry = inflight.pop(qid, None)
             if entry is None:
@@ -198,15 +198,23 @@ class FrontendCore:
                 if p.render is None:
                     out = outputs[j]
                     if out and out[0] in TYPED_FIRST:
-                        if texts is None:
-                            texts = render_rows(outputs)
-                        out = texts[j]
+                        if typed is None:
+                            typed = []
+                        typed.append((p, k, out, qid, reason != 0, why, extra))
+                        continue  # answered below, with the message's other typed rows
                     p.outputs[k] = encode_prediction(qid, out, reason != 0, why, extra)
                 else:
                     p.outputs[k] = (outputs[j], reason != 0, why, qid, extra)
             p.remaining -= 1
             if p.remaining == 0:
                 self.complete(p, now_ns)
+        if typed:
+            texts = render_rows([t[2] for t in typed])
+            for (p, k, _, qid, default, why, extra), text in zip(typed, texts, strict=True):
+                p.outputs[k] = encode_prediction(qid, text, default, why, extra)
+                p.remaining -= 1
+                if p.remaining == 0:
+                    self.complete(p, now_ns)
 
     def fail_ids(self, ids: list[int], status: int, body: bytes, now_ns: int) -> None:
         """Answer the requests of these queries with `status` (each request once)."""

@@ -1,5 +1,8 @@
-"""Model answers as typed rows: what the scheduler, its cache and the response ring carry for
-each query. JSON is rendered once, in the frontend, and only for answers that are JSON.
+"""Model answers as rows of bytes: what the scheduler, its cache and the response ring carry for
+each query, as JSON text or as a typed row. The scheduler answers a batch whose queries all came
+by the V2 route in typed rows (the V2 route copies them into its tensor) and every other batch in
+JSON text, rendered once per batch (`render_scores`); the frontend renders a typed row that
+reaches a JSON answer (`render_rows`).
 
 A row is `bytes`, one of:
 
@@ -10,11 +13,15 @@ A row is `bytes`, one of:
   with one head and one length is one `(n, width)` array.
 * **JSON text**: defaults, ensemble answers, and models whose rows are other JSON values.
   JSON text never starts with a byte that starts a typed row (it starts with whitespace or one
-  of ``[{"-0123456789tfnNI``), so the first byte says which a row is.
+  of ``[{"-0123456789tfnNI``), so the first byte says which a row is. An error cause (a row
+  whose status is not OK) is neither; it is never rendered or read as a row.
 
 Pure (numpy and orjson only): the scheduler's core, the scheduler and the frontend share it.
-`render_rows` is byte for byte what the scheduler rendered before rows were typed (Triton's
-spelling for non-finite floats, one orjson call per run of rows).
+`render_rows(pack_rows(s)) == render_scores(s)`: one orjson call per run of rows, Triton's
+spelling for non-finite floats. Two differences from the scheduler's rendering before typed rows
+(`tests/unit/test_rows.py`): a boolean vector renders as a list (it rendered as the word true),
+and a non-finite float switches only its own row to Python's json (it switched the whole batch,
+which then wrote float32 values widened: 0.10000000149011612 for 0.1).
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ def pack_rows(scores: np.ndarray | TextRows) -> list[bytes]:
     if kind is None or arr.ndim not in (1, 2):
         raise ValueError(f"scores of {arr.dtype} and shape {arr.shape} are not a wire form")
     n = arr.shape[0]
+    if arr.ndim == 2 and arr.shape[1] > _MAX_WIDTH:  # no head holds it: JSON text, as before
+        return render_array(arr)
     h = head(kind) if arr.ndim == 1 else head(kind, arr.shape[1])
     rb = arr.itemsize * (arr.shape[1] if arr.ndim == 2 else 1)
     if rb == 0:

@@ -49,6 +49,14 @@ class SlowTorchMLP(TorchMLP):
         return out
 
 
+class NanPayload:
+    """Answers a float32 NaN whose bits are not the one NaN JSON gives back (0x7fc00001): a V2
+    binary answer keeps them only if it travelled as a typed row."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.frombuffer(b"\x01\x00\xc0\x7f" * len(batch), np.float32).copy()
+
+
 class PickyModel:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         flat = batch.reshape(len(batch), -1)

@@ -1,6 +1,8 @@
 """The prediction cache of the model abstraction layer, with single-flight misses (pure).
 
-Owns: the cached model outputs (JSON text, `bytes`) keyed by `CacheKey`, their byte total,
+Owns: the cached model outputs (one answer row each, `bytes`: JSON text or a typed row of
+`schooner.ipc.rows`, whichever the batch that computed it answered) keyed by `CacheKey`,
+their byte total (a typed row is the values plus a 4-byte head: often fewer bytes than JSON),
 the hit/miss/eviction counters, and the set of computations in flight ("pending" keys) with
 the waiters that each one will answer. No clock, no I/O, no threads: the scheduler process is
 the only caller, from its single event loop.

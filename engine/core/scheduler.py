@@ -149,7 +149,7 @@ class Respond:
     query: Query
     status: int  # HTTP status: 200, or 500 for a model failure
     default: bool
-    output: bytes  # JSON text of the output when status is 200, else the error cause
+    output: bytes  # the answer row when status is 200 (JSON text or a typed row, ipc/rows.py), else the error cause
     explanation: str = ""
     extra: bytes = b""  # more JSON members for the answer, e.g. b'"confidence":0.9,"models_used":2'
 
@@ -388,7 +388,8 @@ class SchedulerCore:
     def batch_done(
         self, model: int, replica: int, outputs: list[bytes] | None, error: str | None = None, now_ns: int | None = None
     ) -> None:
-        """A replica answered its in-flight batch: one JSON output per query, or an error."""
+        """A replica answered its in-flight batch: one answer row per query (JSON text or a typed
+        row, `schooner.ipc.rows`; only the selection layer reads one, through `rows.policy_input`), or an error."""
         m = self.models[model]
         r = m.replicas[replica]
         queries, r.inflight = r.inflight, []

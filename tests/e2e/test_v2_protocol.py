@@ -25,6 +25,21 @@ name = "lengths"
 entry_point = "tests.models:StringLengths"
 input_type = "strings"
 
+[[models]]
+name = "nanbits"
+entry_point = "tests.models:NanPayload"
+input_type = "floats"
+input_shape = [4]
+
+[[apps]]
+name = "nans"
+input_type = "floats"
+input_shape = [4]
+latency_slo_micros = 5000000
+default_output = "0"
+cache = false
+models = ["nanbits"]
+
 [[apps]]
 name = "sums"
 input_type = "floats"
@@ -103,6 +118,16 @@ def test_float32_answers_keep_the_models_bits(client, server):
     status, body = server.predict("sums", {"input": [0.1, 0, 0, 0]})
     assert status == 200 and body["output"] == 0.1 and not body["default"]
     assert hits() == before + 1
+
+
+def test_v2_batches_answer_typed_rows(client, server):
+    """A batch of V2 queries travels as typed rows: the model's NaN bits reach a binary answer
+    (JSON text would have turned them into the one NaN it has); Clipper's answer is JSON."""
+    x = np.zeros((3, 4), dtype=np.float32)
+    res = client.infer("nans", [tensor(x, "FP32", True)], outputs=[triton.InferRequestedOutput("output", binary_data=True)])
+    assert res.as_numpy("output").tobytes() == b"\x01\x00\xc0\x7f" * 3
+    status, body, _ = server.request("POST", "/nans/predict", b'{"input": [0, 0, 0, 0]}')
+    assert status == 200 and b'"output":NaN' in body  # Triton's spelling; orjson refuses it, so raw bytes
 
 
 def test_priority_and_timeout_parameters_are_accepted(client):

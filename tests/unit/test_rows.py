@@ -1,8 +1,9 @@
 """Typed answer rows (`schooner.ipc.rows`): what the scheduler packs, the frontend renders
-and the V2 route copies must be what the scheduler rendered as JSON before rows were typed.
-The oracles below are that code, frozen: `old_render` (the scheduler's JSON of a batch of
-scores), `old_scores` (a policy's input parsed from a row's JSON) and `rows_to_tensor` (the
-V2 tensor parsed from the rows' JSON)."""
+and the V2 route copies must be what the scheduler's JSON gave. The oracles: `old_scores` (a
+policy's input parsed from a row's JSON) and `rows_to_tensor` (the V2 tensor parsed from the
+rows' JSON) are the code before typed rows, unchanged; `old_render` is the scheduler's JSON of
+a batch before typed rows with the two changes its docstring names (pinned by
+`test_boolean_vectors_render_as_lists` and `test_a_non_finite_float_changes_only_its_row`)."""
 
 import json
 
@@ -97,6 +98,22 @@ def test_spellings():
 def test_boolean_vectors_render_as_lists():
     """Before typed rows a boolean vector rendered as the single word true."""
     assert rows.render_rows(rows.pack_rows(np.array([[1, 0], [0, 0]], np.uint8))) == [b"[true,false]", b"[false,false]"]
+
+
+def test_a_non_finite_float_changes_only_its_row():
+    """Before typed rows a NaN anywhere in a batch wrote every float32 of it widened."""
+    for pack in (rows.pack_rows, lambda a: a):
+        out = rows.render_rows(pack(np.array([0.1, np.nan, 2.5, 1 / 3], np.float32))) if pack is rows.pack_rows \
+            else rows.render_array(np.array([0.1, np.nan, 2.5, 1 / 3], np.float32))
+        assert out == [b"0.1", b"NaN", b"2.5", b"0.33333334"]
+
+
+def test_a_row_too_wide_for_a_head_is_json(monkeypatch):
+    """A head holds a width up to 2**24 - 1 (here made 3); a wider row is answered as JSON
+    text, not refused (a refusal raised in the scheduler)."""
+    monkeypatch.setattr(rows, "_MAX_WIDTH", 3)
+    assert rows.pack_rows(np.zeros((2, 4), np.uint8)) == [b"[false,false,false,false]"] * 2
+    assert rows.is_typed(rows.pack_rows(np.zeros((2, 3), np.uint8))[0])
 
 
 def test_json_text_never_starts_like_a_typed_row():
