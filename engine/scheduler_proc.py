@@ -493,9 +493,9 @@ class SchedulerProc:
         cfg = self.cfg.models[a.model]
         codec = self.input_codecs[a.model]
         dtype = self.dtypes[a.model]
-        payloads = [q.payload for q in a.queries]
-        n = len(payloads)
         queries = a.queries
+        payloads = [q.payload for q in queries]
+        n = len(payloads)
         typed = queries[0].typed and all([q.typed for q in queries])
         self.sent[a.model, a.replica] = (n, sum([q.arrival_ns for q in queries]), typed)
         if dtype is not None:

@@ -162,17 +162,19 @@ _RECORDS: dict[bytes, np.dtype] = {}
 _VOIDS: dict[int, np.dtype] = {}
 
 
-def _array(h: bytes, rb: int, n: int, joined: bytes) -> np.ndarray | None:
-    """The (n,) or (n, width) values of `n` numeric rows of head `h` and length `rb` joined (a
-    view of `joined`, strided), or None when the rows are not that (a length that does not
-    match the head)."""
-    if (h[0] & VECTOR) and h[1:4] == b"\0\0\0":
-        dt = DTYPES.get(h[0] & ~VECTOR)
-        return None if dt is None or rb != HEAD else np.zeros((n, 0), dt)
+def _numeric(row: bytes) -> bool:
+    """Whether `row` starts like a numeric typed row."""
+    return len(row) >= HEAD and row[0] in TYPED_FIRST and row[0] & ~VECTOR != STRING
+
+
+def _table(h: bytes, rb: int, n: int, joined: bytes) -> np.ndarray | None:
+    """The `n` records (field "h": the head, "v": the values, (n,) or (n, width), strided views
+    of `joined`) of numeric rows of head `h` and length `rb` joined, or None when that length
+    is not the one the head gives."""
     rec = _record(h)
     if rec is None or rec.itemsize != rb:
         return None
-    return np.frombuffer(joined, rec, n)["v"]
+    return np.frombuffer(joined, rec, n)
 
 
 def runs(rows: list[bytes]):
@@ -182,7 +184,7 @@ def runs(rows: list[bytes]):
     i = 0
     while i < n:
         r = rows[i]
-        if len(r) < HEAD or r[0] not in TYPED_FIRST or r[0] & ~VECTOR == STRING:
+        if not _numeric(r):
             yield i, i + 1, None
             i += 1
             continue
@@ -191,7 +193,8 @@ def runs(rows: list[bytes]):
         j = i + 1
         while j < n and len(rows[j]) == rb and rows[j][:HEAD] == h:
             j += 1
-        yield i, j, _array(h, rb, j - i, b"".join(rows[i:j]) if j - i > 1 else r)
+        t = _table(h, rb, j - i, b"".join(rows[i:j]) if j - i > 1 else r)
+        yield i, j, None if t is None else t["v"]
         i = j
 
 
@@ -219,32 +222,18 @@ def uniform(rows: list[bytes]) -> tuple[int, bool, np.ndarray] | None:
     None. A typed row's length follows from its head (`pack_rows`), and JSON text never starts
     like one, so heads at every multiple of the first row's length prove it: no loop per row."""
     n = len(rows)
-    if not n:
+    if not n or not _numeric(rows[0]):
         return None
     first = rows[0]
-    if len(first) < HEAD or first[0] not in TYPED_FIRST or first[0] & ~VECTOR == STRING:
-        return None
     h = first[:HEAD]
     rb = len(first)
-    if n == 1:
-        arr = _array(h, rb, 1, first)
-    else:
-        joined = b"".join(rows)
-        if len(joined) != n * rb:
-            return None
-        if rb == HEAD:  # vectors of width 0: heads only
-            arr = _array(h, rb, n, joined) if joined == h * n else None
-        else:
-            rec = _record(h)
-            if rec is None or rec.itemsize != rb:
-                return None
-            table = np.frombuffer(joined, rec, n)
-            if table["h"].tobytes() != h * n:
-                return None
-            arr = table["v"]
-    if arr is None:
+    joined = first if n == 1 else b"".join(rows)
+    if len(joined) != n * rb:
         return None
-    return h[0] & ~VECTOR, bool(h[0] & VECTOR), arr
+    t = _table(h, rb, n, joined)
+    if t is None or (n > 1 and t["h"].tobytes() != h * n):
+        return None
+    return h[0] & ~VECTOR, bool(h[0] & VECTOR), t["v"]
 
 
 def policy_input(row: bytes):
@@ -256,9 +245,10 @@ def policy_input(row: bytes):
     kind = row[0] & ~VECTOR
     if kind == STRING:
         return None
-    arr = _array(row[:HEAD], len(row), 1, row)
-    if arr is None:
+    t = _table(row[:HEAD], len(row), 1, row)
+    if t is None:
         return _json_input(row)
+    arr = t["v"]
     if kind == F32:
         arr = arr.astype(str).astype(np.float64)
     elif kind == BOOL and not row[0] & VECTOR:
